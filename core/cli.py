@@ -1,0 +1,140 @@
+"""The `dotshop` command. Each part of the stack is a subcommand configured by the environment
+(and by a running stack's `.dotshop/stack.json`). Parts not built yet say so and exit 2.
+
+The CLI lives in core so the console script has one home, but it imports the other packages
+lazily, inside the commands that run them: core itself depends on none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="dotshop: checkout, order ledger and payment audit trail for a Shopify + Stripe store.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+checks_app = typer.Typer(help="Invariant checks (oversell, drift, unreconciled payments).")
+app.add_typer(checks_app, name="checks")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear message to stderr and exit (2 = bad usage or not available)."""
+    typer.echo(f"dotshop: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def not_built(what: str) -> None:
+    fail(f"`{what}` is not built yet (see the open issues); nothing was done.")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
+    from core.db import database_url
+    from core.migrate import head_revision, upgrade
+
+    url = database_url()
+    upgrade(url)
+    typer.echo(f"database migrated to {head_revision()}")
+
+
+@app.command()
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Return once every part is healthy.")
+    ] = False,
+) -> None:
+    """Run the whole stack on this machine with embedded defaults (Ctrl-C stops it)."""
+    from core import stack
+
+    stack.up(detach=detach)
+
+
+@app.command()
+def down() -> None:
+    """Stop a stack started with `dotshop up --detach`."""
+    from core import stack
+
+    stack.down()
+
+
+@app.command()
+def api(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (default 8000).")] = 8000,
+) -> None:
+    """Run the checkout API (Litestar) for DOTSHOP_REGION."""
+    try:
+        from checkout_api.server import serve
+    except ImportError:
+        not_built("dotshop api")
+    serve(host=host, port=port)
+
+
+@app.command()
+def relay(once: Annotated[bool, typer.Option("--once")] = False) -> None:
+    """Run the outbox relay (delivers side effects in per-key order)."""
+    try:
+        from core.relay_process import run
+    except ImportError:
+        not_built("dotshop relay")
+    run(once=once)
+
+
+@app.command()
+def sync() -> None:
+    """Run the Shopify <-> projection sync."""
+    not_built("dotshop sync")
+
+
+@checks_app.command("run")
+def checks_run(once: Annotated[bool, typer.Option("--once")] = False) -> None:
+    """Run the invariant checks (on a schedule, or once)."""
+    not_built("dotshop checks run")
+
+
+@app.command()
+def console() -> None:
+    """Run the Streamlit operator console."""
+    not_built("dotshop console")
+
+
+@app.command()
+def sandbox(
+    stripe_port: int = 12111,
+    shopify_port: int = 12112,
+    seed: Annotated[int, typer.Option(help="Seed for fault injection.")] = 0,
+) -> None:
+    """Run the sandbox Stripe and Shopify servers."""
+    try:
+        from sandbox.server import serve
+    except ImportError:
+        not_built("dotshop sandbox")
+    serve(stripe_port=stripe_port, shopify_port=shopify_port, seed=seed)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench() -> None:
+    """Benchmarks that print ratios against a baseline run in the same process."""
+    not_built("dotshop bench")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def drill() -> None:
+    """Fault drills (failover, killed workers, provider outages)."""
+    not_built("dotshop drill")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

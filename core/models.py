@@ -1,0 +1,380 @@
+"""The schema, as typed SQLAlchemy 2 models. Alembic migrations in core/migrations own the DDL;
+tests/core/test_migrations.py proves the migrations produce exactly these models.
+
+Each table says why it exists. Invariants that the database can hold, it holds (CHECKs, unique
+keys, a deferred trigger for ledger balance); `checks/` re-verifies them from outside.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: Timestamp, dict[str, Any]: JSONB, str: Text}
+
+
+def _now() -> Any:
+    return mapped_column(Timestamp, server_default=func.now())
+
+
+# --------------------------------------------------------------------------- catalog projection
+
+
+class Product(Base):
+    """Our read projection of a Shopify product; Shopify is the source of truth."""
+
+    __tablename__ = "product"
+    __table_args__ = (CheckConstraint("char_length(handle) <= 255", name="handle_length"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # prd_...
+    shopify_product_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    handle: Mapped[str] = mapped_column(unique=True)
+    title: Mapped[str]
+    category: Mapped[str | None]
+    description: Mapped[str | None]
+    image_url: Mapped[str | None]
+    status: Mapped[str] = mapped_column(server_default="active")
+    # Shopify's own updated_at: an older payload never overwrites a newer one.
+    shopify_updated_at: Mapped[datetime]
+    synced_at: Mapped[datetime] = _now()
+
+
+class Variant(Base):
+    """A sellable SKU of a product, with the Shopify ids we need to talk about it."""
+
+    __tablename__ = "variant"
+    __table_args__ = (CheckConstraint("char_length(sku) BETWEEN 1 AND 64", name="sku_length"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # var_...
+    product_id: Mapped[str] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    )
+    sku: Mapped[str] = mapped_column(unique=True)
+    title: Mapped[str]
+    shopify_variant_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    shopify_inventory_item_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    position: Mapped[int] = mapped_column(server_default="1")
+    shopify_updated_at: Mapped[datetime]
+
+
+class VariantPrice(Base):
+    """Price of a SKU per currency, in minor units (each region sells in its own currency)."""
+
+    __tablename__ = "variant_price"
+    __table_args__ = (
+        CheckConstraint("amount_minor >= 0", name="amount_nonnegative"),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
+    )
+
+    sku: Mapped[str] = mapped_column(
+        ForeignKey("variant.sku", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
+class InventoryLevel(Base):
+    """Shopify's available count per inventory item and location, with Shopify's updated_at."""
+
+    __tablename__ = "inventory_level"
+
+    shopify_inventory_item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    shopify_location_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    available: Mapped[int]
+    shopify_updated_at: Mapped[datetime]
+    synced_at: Mapped[datetime] = _now()
+
+
+class Stock(Base):
+    """Per SKU: what Shopify says is available, what checkouts hold, what is paid but not yet
+    acknowledged by Shopify. Sellable = shopify_available - reserved - committed.
+
+    Our own writes can never make sellable negative (reservations are one conditional UPDATE).
+    Only Shopify can lower shopify_available below what we promised (another sales channel sold
+    it); then `shortfall_since` records when, and the oversell check alerts on it.
+    """
+
+    __tablename__ = "stock"
+    __table_args__ = (
+        CheckConstraint("reserved >= 0", name="reserved_nonnegative"),
+        CheckConstraint("committed >= 0", name="committed_nonnegative"),
+        CheckConstraint(
+            "shopify_available - reserved - committed >= 0 OR shortfall_since IS NOT NULL",
+            name="sellable_nonnegative",
+        ),
+    )
+
+    sku: Mapped[str] = mapped_column(
+        ForeignKey("variant.sku", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    )
+    shopify_available: Mapped[int] = mapped_column(server_default="0")
+    reserved: Mapped[int] = mapped_column(server_default="0")
+    committed: Mapped[int] = mapped_column(server_default="0")
+    shopify_updated_at: Mapped[datetime | None]
+    shortfall_since: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = _now()
+
+
+class Reservation(Base):
+    """A checkout's hold on stock for one SKU. `held` counts in stock.reserved; `committed`
+    counts in stock.committed until Shopify acknowledges the order."""
+
+    __tablename__ = "reservation"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint(
+            "status IN ('held', 'committed', 'released', 'expired', 'fulfilled')", name="status"
+        ),
+        UniqueConstraint("order_id", "sku", name="uq_reservation_order_sku"),
+        Index("ix_reservation_held_expiry", "expires_at", postgresql_where=text("status = 'held'")),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # rsv_...
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    sku: Mapped[str] = mapped_column(ForeignKey("stock.sku", onupdate="CASCADE"), index=True)
+    quantity: Mapped[int]
+    status: Mapped[str] = mapped_column(server_default="held")
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+# --------------------------------------------------------------------------------------- orders
+
+
+class Order(Base):
+    """A checkout and the order it becomes. One PaymentIntent per order, ever."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('awaiting_payment', 'paid', 'cancelled', 'refunded', "
+            "'partially_refunded', 'disputed')",
+            name="status",
+        ),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint(
+            "refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refund_bounded"
+        ),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        CheckConstraint("char_length(email) <= 320", name="email_length"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # ord_...
+    checkout_id: Mapped[str] = mapped_column(unique=True)  # chk_...
+    region: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(server_default="awaiting_payment")
+    cancel_reason: Mapped[str | None]
+    email: Mapped[str]
+    shipping_address: Mapped[dict[str, Any]]
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    payment_intent_id: Mapped[str | None] = mapped_column(unique=True)
+    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class OrderLine(Base):
+    """What was bought, at the price of the moment (minor units, order currency)."""
+
+    __tablename__ = "order_line"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price_minor >= 0", name="price_nonnegative"),
+    )
+
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(primary_key=True)
+    quantity: Mapped[int]
+    unit_price_minor: Mapped[int] = mapped_column(BigInteger)
+
+
+class OrderEvent(Base):
+    """The order's timeline, append-only (a trigger refuses UPDATE and DELETE)."""
+
+    __tablename__ = "order_event"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str]
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+
+
+# --------------------------------------------------------------------------------- idempotency
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key: the request it was first used with, whether a request with it
+    is in flight (locked_at), how far the operation got (recovery_point) and the final response.
+    `UNIQUE (scope, key)` is the contract; keys live 24 h."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (
+        UniqueConstraint("scope", "key", name="uq_idempotency_key_scope_key"),
+        CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
+        CheckConstraint("char_length(scope) <= 100", name="scope_length"),
+        Index("ix_idempotency_key_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # idk_...
+    scope: Mapped[str]
+    key: Mapped[str]
+    request_method: Mapped[str] = mapped_column(String(10))
+    request_path: Mapped[str]
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    recovery_point: Mapped[str] = mapped_column(server_default="started")
+    locked_at: Mapped[datetime | None]
+    # What the phases have produced so far (e.g. the order id), for the next phase to use.
+    state: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    response_status: Mapped[int | None]
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+    last_run_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+
+
+# -------------------------------------------------------------------------------------- outbox
+
+
+class OutboxMessage(Base):
+    """A side effect to perform after commit, written in the same transaction as the change
+    that needs it. Delivered in id order per `ordering_key`; dead after too many attempts."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        Index(
+            "ix_outbox_pending",
+            "ordering_key",
+            "id",
+            postgresql_where=text("status <> 'sent'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    public_id: Mapped[str] = mapped_column(unique=True)  # obx_...
+    topic: Mapped[str]
+    ordering_key: Mapped[str]
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    last_error: Mapped[str | None]
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None]
+
+
+# ------------------------------------------------------------------------------ webhook inbox
+
+
+class WebhookInbox(Base):
+    """Every webhook we accepted, keyed by the provider's event id: a redelivery is a no-op.
+    Events we cannot match yet (unknown PaymentIntent) are kept as `flagged`, never dropped."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhook_inbox_provider_event"),
+        CheckConstraint("provider IN ('stripe', 'shopify')", name="provider"),
+        CheckConstraint("status IN ('received', 'processed', 'flagged', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str]
+    event_type: Mapped[str]
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(server_default="received")
+    error: Mapped[str | None]
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None]
+
+
+# -------------------------------------------------------------------------------------- ledger
+
+
+class LedgerTransaction(Base):
+    """A double-entry transaction. Unique by source (`stripe:evt_...`, `order:ord_...`), so a
+    replay cannot post twice; a deferred trigger refuses any that does not balance."""
+
+    __tablename__ = "ledger_txn"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # led_...
+    source: Mapped[str] = mapped_column(unique=True)
+    kind: Mapped[str]
+    order_id: Mapped[str | None] = mapped_column(index=True)
+    description: Mapped[str | None]
+    occurred_at: Mapped[datetime]
+    created_at: Mapped[datetime] = _now()
+
+
+class LedgerEntry(Base):
+    """One leg of a transaction. Signed minor units: debit positive, credit negative;
+    a transaction's entries sum to 0 per currency."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        CheckConstraint("amount_minor <> 0", name="amount_nonzero"),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        Index("ix_ledger_entry_account_currency", "account", "currency"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    txn_id: Mapped[str] = mapped_column(ForeignKey("ledger_txn.id"), index=True)
+    account: Mapped[str]
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
+# ----------------------------------------------------------------------------------- audit log
+
+
+class AuditLog(Base):
+    """Who did what to which object, for operators' and finance's actions (append-only)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # aud_...
+    actor: Mapped[str]
+    action: Mapped[str]
+    subject: Mapped[str]
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    at: Mapped[datetime] = _now()

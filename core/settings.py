@@ -1,0 +1,149 @@
+"""Every knob of dotshop, read from the environment (and a running stack's stack.json).
+
+Secrets are `SecretStr` so that printing or logging a Settings object never shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Regions we know how to run: currency and payment rules per region. Adding a region is a
+# deliberate change here, so an unknown DOTSHOP_REGION fails at start-up.
+REGIONS: dict[str, dict[str, Any]] = {
+    "us": {"currency": "usd", "payment_method_types": ["card"], "require_sca": False},
+    "eu": {"currency": "eur", "payment_method_types": ["card"], "require_sca": True},
+}
+
+STACK_FILE = "stack.json"
+
+
+def home_dir() -> Path:
+    """Where a local stack keeps its state (`.dotshop/` in the current folder by default)."""
+    import os
+
+    return Path(os.environ.get("DOTSHOP_HOME", ".dotshop")).resolve()
+
+
+def read_stack_file(home: Path | None = None) -> dict[str, Any]:
+    """The `stack.json` of a running `dotshop up`, or {} when there is none."""
+    path = (home or home_dir()) / STACK_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _stack_defaults() -> dict[str, Any]:
+    """Map stack.json onto setting names; the environment still wins over these."""
+    stack = read_stack_file()
+    if not stack:
+        return {}
+    out: dict[str, Any] = {}
+    if url := stack.get("database_url"):
+        out["database_url"] = url
+    stripe = stack.get("stripe") or {}
+    for src, dst in (
+        ("api_base", "stripe_api_base"),
+        ("api_key", "stripe_api_key"),
+        ("webhook_secret", "stripe_webhook_secret"),
+    ):
+        if stripe.get(src):
+            out[dst] = stripe[src]
+    shopify = stack.get("shopify") or {}
+    for src, dst in (
+        ("site", "shopify_site"),
+        ("access_token", "shopify_access_token"),
+        ("api_secret", "shopify_api_secret"),
+        ("location_id", "shopify_location_id"),
+    ):
+        if shopify.get(src):
+            out[dst] = shopify[src]
+    if stack.get("admin_token"):
+        out["admin_token"] = stack["admin_token"]
+    return out
+
+
+class _StackFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _stack_defaults()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOTSHOP_", extra="ignore", populate_by_name=True)
+
+    # Where to find PostgreSQL; unset means "start the embedded server under .dotshop/pg".
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+
+    region: str = "us"
+    primary_region: str = "us"
+    # How old a mismatch must be before a check counts it (seconds).
+    grace_seconds: int = Field(default=600, ge=0)
+    # How long a checkout holds stock before the sweeper releases it (seconds).
+    reservation_ttl: int = Field(default=900, ge=1)
+    # How many units projection and Shopify may differ before it is drift.
+    drift_tolerance: int = Field(default=0, ge=0)
+
+    admin_token: SecretStr | None = None
+
+    stripe_api_key: SecretStr | None = Field(default=None, validation_alias="STRIPE_API_KEY")
+    stripe_api_base: str = Field(
+        default="http://127.0.0.1:12111", validation_alias="STRIPE_API_BASE"
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="STRIPE_WEBHOOK_SECRET"
+    )
+
+    shopify_shop: str = Field(default="dotshop-demo.myshopify.com", validation_alias="SHOPIFY_SHOP")
+    shopify_site: str = Field(
+        default="http://127.0.0.1:12112/admin/api/2025-01", validation_alias="SHOPIFY_SITE"
+    )
+    shopify_access_token: SecretStr | None = Field(
+        default=None, validation_alias="SHOPIFY_ACCESS_TOKEN"
+    )
+    shopify_api_secret: SecretStr | None = Field(
+        default=None, validation_alias="SHOPIFY_API_SECRET"
+    )
+    shopify_location_id: int = Field(default=1, validation_alias="SHOPIFY_LOCATION_ID")
+
+    log_level: str = "INFO"
+
+    @field_validator("region", "primary_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value not in REGIONS:
+            raise ValueError(f"unknown region {value!r}; known: {', '.join(sorted(REGIONS))}")
+        return value
+
+    @property
+    def currency(self) -> str:
+        return REGIONS[self.region]["currency"]
+
+    @property
+    def region_rules(self) -> dict[str, Any]:
+        return REGIONS[self.region]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _StackFileSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings(...)` instead)."""
+    return Settings()
