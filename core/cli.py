@@ -108,13 +108,34 @@ def sandbox(
     stripe_port: int = 12111,
     shopify_port: int = 12112,
     seed: Annotated[int, typer.Option(help="Seed for fault injection.")] = 0,
+    stripe_webhook_url: Annotated[
+        str | None, typer.Option(help="Deliver Stripe events here (signed).")
+    ] = None,
+    shopify_webhook_url: Annotated[
+        str | None, typer.Option(help="Subscribe every Shopify topic to this address.")
+    ] = None,
+    demo_catalog: Annotated[bool, typer.Option(help="Seed the demo catalog.")] = True,
 ) -> None:
-    """Run the sandbox Stripe and Shopify servers."""
-    try:
-        from sandbox.server import serve
-    except ImportError:
-        not_built("dotshop sandbox")
-    serve(stripe_port=stripe_port, shopify_port=shopify_port, seed=seed)
+    """Run the sandbox Stripe and Shopify servers (credentials from the environment)."""
+    import os
+
+    from sandbox.options import SandboxOptions
+    from sandbox.server import serve
+
+    defaults = SandboxOptions()
+    options = SandboxOptions(
+        seed=seed,
+        stripe_api_key=os.environ.get("STRIPE_API_KEY", defaults.stripe_api_key),
+        stripe_webhook_url=stripe_webhook_url,
+        stripe_webhook_secret=os.environ.get(
+            "STRIPE_WEBHOOK_SECRET", defaults.stripe_webhook_secret
+        ),
+        shopify_access_token=os.environ.get("SHOPIFY_ACCESS_TOKEN", defaults.shopify_access_token),
+        shopify_api_secret=os.environ.get("SHOPIFY_API_SECRET", defaults.shopify_api_secret),
+        shopify_webhook_url=shopify_webhook_url,
+        demo_catalog=demo_catalog,
+    )
+    serve(stripe_port=stripe_port, shopify_port=shopify_port, options=options)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

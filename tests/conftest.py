@@ -21,6 +21,7 @@ from sqlalchemy import Engine, make_url, text
 
 from core.db import make_engine, normalize_url
 from core.migrate import upgrade
+from tests.processes import Process, start_sandbox
 
 TEMPLATE_DB = "dotshop_template"
 
@@ -112,3 +113,14 @@ def clean_engine(engine: Engine) -> Engine:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {ALL_TABLES} RESTART IDENTITY CASCADE"))
     return engine
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """A real `dotshop sandbox` process for this module (default credentials, seed 0)."""
+    log = tmp_path_factory.mktemp("sandbox") / "sandbox.log"
+    proc = start_sandbox(str(log))
+    try:
+        yield proc
+    finally:
+        proc.stop()

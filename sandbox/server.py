@@ -1,0 +1,36 @@
+"""Run both stand-ins in one process (`dotshop sandbox`), each on its own loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from sandbox.options import SandboxOptions
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def serve(
+    *,
+    stripe_port: int = 12111,
+    shopify_port: int = 12112,
+    options: SandboxOptions | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    from sandbox.shopify import create_app as create_shopify
+    from sandbox.stripe import create_app as create_stripe
+
+    options = options or SandboxOptions()
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        )
+        for app, port in (
+            (create_stripe(options), stripe_port),
+            (create_shopify(options), shopify_port),
+        )
+    ]
+    asyncio.run(_serve_all(servers))
