@@ -79,7 +79,7 @@ def api(
 def relay(once: Annotated[bool, typer.Option("--once")] = False) -> None:
     """Run the outbox relay (delivers side effects in per-key order)."""
     try:
-        from core.relay_process import run
+        from core.relay import run
     except ImportError:
         not_built("dotshop relay")
     run(once=once)
