@@ -8,6 +8,8 @@ lazily, inside the commands that run them: core itself depends on none of them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -27,6 +29,22 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn configuration and start-up errors into one clear line and exit code 2."""
+    from pydantic import ValidationError
+
+    from core.errors import DotshopError
+
+    try:
+        yield
+    except DotshopError as exc:
+        fail(exc.message)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid settings: {problems}")
+
+
 def not_built(what: str) -> None:
     fail(f"`{what}` is not built yet (see the open issues); nothing was done.")
 
@@ -37,8 +55,8 @@ def migrate() -> None:
     from core.db import database_url
     from core.migrate import head_revision, upgrade
 
-    url = database_url()
-    upgrade(url)
+    with _clear_errors():
+        upgrade(database_url())
     typer.echo(f"database migrated to {head_revision()}")
 
 
@@ -68,11 +86,10 @@ def api(
     port: Annotated[int, typer.Option(help="Port (default 8000).")] = 8000,
 ) -> None:
     """Run the checkout API (Litestar) for DOTSHOP_REGION."""
-    try:
-        from checkout_api.server import serve
-    except ImportError:
-        not_built("dotshop api")
-    serve(host=host, port=port)
+    from checkout_api.server import serve
+
+    with _clear_errors():
+        serve(host=host, port=port)
 
 
 @app.command()

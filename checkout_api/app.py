@@ -1,0 +1,53 @@
+"""Assemble the Litestar app: controllers, dependencies, error mapping, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy import Engine
+
+from checkout_api import health
+from checkout_api.deps import AppContext
+from checkout_api.errors import EXCEPTION_HANDLERS
+from checkout_api.observability import Observability
+from checkout_api.products import ProductController
+from core.settings import Settings
+
+# Request bodies larger than this are refused before parsing (a checkout is a few KiB).
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _ctx(state: State) -> AppContext:
+    return state.ctx
+
+
+def create_app(
+    settings: Settings, engine: Engine, *, route_handlers: list[Any] | None = None
+) -> Any:
+    """The ASGI app for one region: Litestar wrapped in request-id/metrics observability."""
+    handlers: list[Any] = [
+        ProductController,
+        health.healthz,
+        health.readyz,
+        health.metrics,
+        *(route_handlers or []),
+    ]
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={"ctx": Provide(_ctx, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=State({"ctx": AppContext(settings=settings, engine=engine)}),
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="dotshop storefront API",
+            version="1.0.0",
+            description=f"Checkout, orders and webhooks for region {settings.region!r}.",
+            path="/schema",
+        ),
+        debug=False,
+    )
+    return Observability(app)

@@ -1,0 +1,100 @@
+"""Where core errors become HTTP responses: the one place that decides status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from core import errors as e
+from core.logs import get_logger
+
+log = get_logger("checkout_api.errors")
+
+# Most specific first: the first matching class decides.
+STATUS_BY_ERROR: tuple[tuple[type[e.DotshopError], int], ...] = (
+    (e.IdempotencyKeyMissing, 400),
+    (e.IdempotencyKeyInvalid, 400),
+    (e.InvalidSignature, 400),
+    (e.Unauthorized, 401),
+    (e.UnknownSku, 404),
+    (e.NotFound, 404),
+    (e.InsufficientStock, 409),
+    (e.IdempotencyKeyInUse, 409),
+    (e.Conflict, 409),
+    (e.IdempotencyKeyReused, 422),
+    (e.InvalidRequest, 422),
+    (e.LedgerUnbalanced, 500),
+    (e.ProviderUnavailable, 503),
+    (e.DatabaseNotMigrated, 503),
+)
+
+# Seconds a client should wait before retrying after a provider outage.
+PROVIDER_RETRY_AFTER_SECONDS = 5
+
+
+def status_for(error: e.DotshopError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def dotshop_error_handler(_: Request, exc: e.DotshopError) -> Response:
+    status = status_for(exc)
+    headers = {}
+    if isinstance(exc, e.ProviderUnavailable):
+        headers["Retry-After"] = str(PROVIDER_RETRY_AFTER_SECONDS)
+    if isinstance(exc, e.IdempotencyKeyInUse):
+        headers["Retry-After"] = "1"
+    if isinstance(exc, e.Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return Response(
+        {"error": exc.to_dict()}, status_code=status, headers=headers, media_type=MediaType.JSON
+    )
+
+
+def validation_error_handler(_: Request, exc: ValidationException) -> Response:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    malformed = any("JSON" in str(d) or "json" in str(d) for d in details) or (
+        "JSON" in str(exc.detail)
+    )
+    code, status = ("invalid_json", 400) if malformed else ("invalid_request", 422)
+    return Response(
+        error_body(code, "The request is not valid.", errors=details),
+        status_code=status,
+        media_type=MediaType.JSON,
+    )
+
+
+def http_error_handler(_: Request, exc: HTTPException) -> Response:
+    code = "not_found" if isinstance(exc, NotFoundException) else "http_error"
+    return Response(
+        error_body(code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def unexpected_error_handler(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return Response(
+        error_body("internal_error", "Something went wrong on our side."),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type=MediaType.JSON,
+    )
+
+
+EXCEPTION_HANDLERS = {
+    e.DotshopError: dotshop_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

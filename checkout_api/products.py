@@ -1,0 +1,49 @@
+"""Storefront catalog: products priced in the region's currency, `available` = sellable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import Parameter
+from sqlalchemy.orm import Session
+
+from checkout_api.deps import AppContext
+from checkout_api.schemas import ProductOut, ProductPage, VariantOut
+from core import catalog
+
+
+def _out(view: catalog.ProductView) -> ProductOut:
+    return ProductOut(
+        handle=view.handle,
+        title=view.title,
+        category=view.category,
+        description=view.description,
+        image_url=view.image_url,
+        variants=[
+            VariantOut(v.sku, v.title, v.price, v.currency, v.available) for v in view.variants
+        ],
+    )
+
+
+class ProductController(Controller):
+    path = "/v1/products"
+    tags = ["storefront"]
+
+    @get("/", sync_to_thread=True, summary="List products (cursor pagination)")
+    def list_products(
+        self,
+        ctx: AppContext,
+        limit: Annotated[int, Parameter(ge=1, le=catalog.MAX_PAGE_SIZE)] = 20,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> ProductPage:
+        with Session(ctx.engine) as session:
+            views, next_cursor = catalog.list_products(
+                session, currency=ctx.settings.currency, limit=limit, cursor=cursor
+            )
+        return ProductPage([_out(v) for v in views], next_cursor is not None, next_cursor)
+
+    @get("/{handle:str}", sync_to_thread=True, summary="One product by handle")
+    def get_product(self, ctx: AppContext, handle: str) -> ProductOut:
+        with Session(ctx.engine) as session:
+            return _out(catalog.get_product(session, handle, currency=ctx.settings.currency))

@@ -1,0 +1,47 @@
+"""Prometheus metrics shared by every dotshop process (`/metrics` renders the default registry).
+
+Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, base units."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "dotshop_http_requests_total",
+    "HTTP requests handled, by route template, method and status code.",
+    ["service", "route", "method", "status"],
+)
+HTTP_ERRORS = Counter(
+    "dotshop_http_errors_total",
+    "HTTP requests answered with a 5xx status, by route template.",
+    ["service", "route", "method"],
+)
+HTTP_DURATION = Histogram(
+    "dotshop_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["service", "route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CHECKOUTS = Counter(
+    "dotshop_checkouts_total",
+    "Checkout attempts by outcome (created, insufficient_stock, unknown_sku, replayed, "
+    "provider_unavailable, ...).",
+    ["region", "outcome"],
+)
+PAYMENTS = Counter(
+    "dotshop_payment_events_total",
+    "Stripe payment events applied, by event type and result.",
+    ["type", "result"],
+)
+RESERVED_UNITS = Gauge(
+    "dotshop_reserved_units", "Units held by live checkouts (sum of stock.reserved)."
+)
+COMMITTED_UNITS = Gauge(
+    "dotshop_committed_units", "Units paid but not yet acknowledged by Shopify."
+)
+ACTIVE_RESERVATIONS = Gauge("dotshop_active_reservations", "Reservations in status held.")
+OUTBOX_PENDING = Gauge("dotshop_outbox_pending", "Outbox messages waiting to be delivered.")
+OUTBOX_OLDEST_AGE = Gauge(
+    "dotshop_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered outbox message."
+)
+OUTBOX_DEAD = Gauge("dotshop_outbox_dead", "Dead-lettered outbox messages.")

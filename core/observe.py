@@ -1,0 +1,39 @@
+"""Business gauges read from the database when /metrics is scraped."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from core import metrics
+from core.models import OutboxMessage, Reservation, Stock
+
+
+def refresh_business_gauges(engine: Engine) -> None:
+    with Session(engine) as session:
+        reserved, committed = session.execute(
+            select(
+                func.coalesce(func.sum(Stock.reserved), 0),
+                func.coalesce(func.sum(Stock.committed), 0),
+            )
+        ).one()
+        holds = session.scalar(
+            select(func.count()).select_from(Reservation).where(Reservation.status == "held")
+        )
+        pending, oldest = session.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.extract("epoch", func.now() - func.min(OutboxMessage.created_at)), 0
+                ),
+            ).where(OutboxMessage.status == "pending")
+        ).one()
+        dead = session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "dead")
+        )
+    metrics.RESERVED_UNITS.set(reserved)
+    metrics.COMMITTED_UNITS.set(committed)
+    metrics.ACTIVE_RESERVATIONS.set(holds or 0)
+    metrics.OUTBOX_PENDING.set(pending)
+    metrics.OUTBOX_OLDEST_AGE.set(float(oldest))
+    metrics.OUTBOX_DEAD.set(dead or 0)
