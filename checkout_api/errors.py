@@ -13,33 +13,8 @@ from core.logs import get_logger
 
 log = get_logger("checkout_api.errors")
 
-# Most specific first: the first matching class decides.
-STATUS_BY_ERROR: tuple[tuple[type[e.DotshopError], int], ...] = (
-    (e.IdempotencyKeyMissing, 400),
-    (e.IdempotencyKeyInvalid, 400),
-    (e.InvalidSignature, 400),
-    (e.Unauthorized, 401),
-    (e.UnknownSku, 404),
-    (e.NotFound, 404),
-    (e.InsufficientStock, 409),
-    (e.IdempotencyKeyInUse, 409),
-    (e.Conflict, 409),
-    (e.IdempotencyKeyReused, 422),
-    (e.InvalidRequest, 422),
-    (e.LedgerUnbalanced, 500),
-    (e.ProviderUnavailable, 503),
-    (e.DatabaseNotMigrated, 503),
-)
-
 # Seconds a client should wait before retrying after a provider outage.
 PROVIDER_RETRY_AFTER_SECONDS = 5
-
-
-def status_for(error: e.DotshopError) -> int:
-    for cls, status in STATUS_BY_ERROR:
-        if isinstance(error, cls):
-            return status
-    return 500
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -47,7 +22,7 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
 
 
 def dotshop_error_handler(_: Request, exc: e.DotshopError) -> Response:
-    status = status_for(exc)
+    status = exc.http_status
     headers = {}
     if isinstance(exc, e.ProviderUnavailable):
         headers["Retry-After"] = str(PROVIDER_RETRY_AFTER_SECONDS)

@@ -1,7 +1,6 @@
-"""One root exception; each subclass has a stable `code` and its docstring as default message.
-
-HTTP status is decided once, in checkout_api's exception handlers, from the class.
-"""
+"""One root exception; each subclass has a stable `code`, its docstring as default message,
+and the HTTP status it stands for (declared here, once, next to the code; checkout_api's
+exception handler and the stored idempotent responses both read it)."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ class DotshopError(Exception):
     """Something went wrong in dotshop."""
 
     code = "internal_error"
+    http_status = 500
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
@@ -26,81 +26,116 @@ class InvalidRequest(DotshopError):
     """The request is not valid."""
 
     code = "invalid_request"
+    http_status = 422
 
 
 class NotFound(DotshopError):
     """No such object."""
 
     code = "not_found"
+    http_status = 404
 
 
 class UnknownSku(NotFound):
     """One or more SKUs are not in the catalog."""
 
     code = "unknown_sku"
+    http_status = 404
 
 
 class InsufficientStock(DotshopError):
     """Not enough sellable stock for one or more SKUs."""
 
     code = "insufficient_stock"
+    http_status = 409
 
 
 class Conflict(DotshopError):
     """The object is not in a state that allows this."""
 
     code = "conflict"
+    http_status = 409
 
 
 class IdempotencyKeyMissing(DotshopError):
     """This request needs an Idempotency-Key header."""
 
     code = "idempotency_key_missing"
+    http_status = 400
 
 
 class IdempotencyKeyInvalid(DotshopError):
     """The Idempotency-Key header must be 1 to 255 printable ASCII characters."""
 
     code = "idempotency_key_invalid"
+    http_status = 400
 
 
 class IdempotencyKeyReused(DotshopError):
     """This Idempotency-Key was used with a different request."""
 
     code = "idempotency_key_reused"
+    http_status = 422
 
 
 class IdempotencyKeyInUse(DotshopError):
     """A request with this Idempotency-Key is still in flight; retry later."""
 
     code = "idempotency_key_in_use"
+    http_status = 409
 
 
 class Unauthorized(DotshopError):
     """Missing or wrong credentials."""
 
     code = "unauthorized"
+    http_status = 401
 
 
 class InvalidSignature(DotshopError):
     """The webhook signature does not verify."""
 
     code = "invalid_signature"
+    http_status = 400
 
 
 class ProviderUnavailable(DotshopError):
     """A payment or catalog provider is unavailable; retry with the same Idempotency-Key."""
 
     code = "provider_unavailable"
+    http_status = 503
 
 
 class LedgerUnbalanced(DotshopError):
     """A ledger transaction must balance (debits = credits) per currency."""
 
     code = "ledger_unbalanced"
+    http_status = 500
 
 
 class DatabaseNotMigrated(DotshopError):
     """The database schema is not at the current migration; run `dotshop migrate`."""
 
     code = "database_not_migrated"
+    http_status = 503
+
+
+class CheckoutExpired(Conflict):
+    """This checkout expired; start a new one."""
+
+    code = "checkout_expired"
+    http_status = 409
+
+
+class RefundExceedsRemaining(Conflict):
+    """The refund exceeds what remains refundable on this order."""
+
+    code = "refund_exceeds_remaining"
+    http_status = 409
+
+
+class PaymentProviderError(DotshopError):
+    """Stripe refused the request."""
+
+    code = "payment_provider_error"
+    http_status = 502

@@ -1,0 +1,76 @@
+"""The webhook inbox: every provider event we accepted, keyed by (provider, event id).
+
+`accept` inserts inside the caller's transaction; a redelivery of an event already accepted is
+a no-op. Events that cannot be applied yet are kept as `flagged` with the reason, never dropped,
+and re-applied later by `flagged()` consumers (the sweeper)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.models import WebhookInbox
+
+RECEIVED, PROCESSED, FLAGGED, FAILED = "received", "processed", "flagged", "failed"
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    id: int
+    provider: str
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    status: str
+    error: str | None
+
+
+def accept(
+    session: Session, *, provider: str, event_id: str, event_type: str, payload: dict[str, Any]
+) -> InboxEvent | None:
+    """Store a new event; None when this (provider, event_id) was accepted before."""
+    row = session.execute(
+        insert(WebhookInbox)
+        .values(provider=provider, event_id=event_id, event_type=event_type, payload=payload)
+        .on_conflict_do_nothing(constraint="uq_webhook_inbox_provider_event")
+        .returning(WebhookInbox.id)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    return InboxEvent(row, provider, event_id, event_type, payload, RECEIVED, None)
+
+
+def mark(session: Session, inbox_id: int, status: str, error: str | None = None) -> None:
+    session.execute(
+        update(WebhookInbox)
+        .where(WebhookInbox.id == inbox_id)
+        .values(
+            status=status,
+            error=error,
+            attempts=WebhookInbox.attempts + 1,
+            processed_at=func.now() if status == PROCESSED else None,
+        )
+    )
+
+
+def flagged(
+    session: Session, *, provider: str, limit: int = 100, reason_prefix: str | None = None
+) -> list[InboxEvent]:
+    """Flagged events, oldest first, locked so that two sweepers never apply one twice."""
+    query = (
+        select(WebhookInbox)
+        .where(WebhookInbox.provider == provider, WebhookInbox.status == FLAGGED)
+        .order_by(WebhookInbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if reason_prefix:
+        query = query.where(WebhookInbox.error.startswith(reason_prefix))
+    return [
+        InboxEvent(r.id, r.provider, r.event_id, r.event_type, r.payload, r.status, r.error)
+        for r in session.scalars(query)
+    ]

@@ -1,0 +1,162 @@
+"""Our one door to Stripe: the real `stripe` SDK, pointed at Stripe or at the sandbox by
+api_base. Stripe errors are translated here, once: a card decline is a business outcome, an
+outage is `ProviderUnavailable`. Every mutating call carries an idempotency key derived from our
+own ids, so a retried call can never create a second PaymentIntent, capture or refund."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from core.errors import (
+    Conflict,
+    DotshopError,
+    InvalidSignature,
+    PaymentProviderError,
+    ProviderUnavailable,
+)
+from core.settings import Settings
+
+# A checkout waits at most this long for Stripe before answering 503 (the client retries with
+# the same Idempotency-Key, which resumes where this attempt stopped).
+STRIPE_TIMEOUT_SECONDS = 10
+# The SDK's own retries (with Stripe's backoff) for network errors, 409 and 5xx: cheap, and safe
+# because every call carries an idempotency key.
+STRIPE_NETWORK_RETRIES = 2
+# How old a webhook signature's timestamp may be (Stripe's default).
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class PaymentIntentRef:
+    id: str
+    client_secret: str | None
+    status: str
+    amount: int
+    currency: str
+
+
+def _ref(pi: Any) -> PaymentIntentRef:
+    return PaymentIntentRef(pi.id, pi.client_secret, pi.status, pi.amount, pi.currency)
+
+
+def _translate(exc: stripe.StripeError) -> DotshopError:
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError):
+        return ProviderUnavailable(request_id=exc.request_id)
+    if isinstance(exc, stripe.IdempotencyError):
+        return Conflict("Stripe saw this idempotency key with other parameters")
+    status = getattr(exc, "http_status", None)
+    if status is not None and status >= 500:
+        return ProviderUnavailable(request_id=exc.request_id)
+    return PaymentProviderError(
+        str(exc.user_message or "Stripe refused the request"),
+        stripe_code=exc.code,
+        request_id=exc.request_id,
+    )
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        *,
+        timeout: float = STRIPE_TIMEOUT_SECONDS,
+        max_network_retries: int = STRIPE_NETWORK_RETRIES,
+    ) -> None:
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=max_network_retries,
+            http_client=stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway:
+        if settings.stripe_api_key is None:
+            raise DotshopError("STRIPE_API_KEY is not set")
+        return cls(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base)
+
+    def _call(self, fn: Any, params: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        options: dict[str, Any] = {}
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        try:
+            return fn(params, options) if options else fn(params)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+
+    def create_payment_intent(
+        self,
+        *,
+        order_id: str,
+        amount: int,
+        currency: str,
+        email: str,
+        payment_method_types: list[str],
+        require_sca: bool,
+    ) -> PaymentIntentRef:
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "payment_method_types": payment_method_types,
+            "receipt_email": email,
+            "metadata": {"order_id": order_id},
+            "description": f"dotshop order {order_id}",
+        }
+        if require_sca:
+            # EU: strong customer authentication (PSD2) — ask for 3-D Secure on every card.
+            params["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
+        pi = self._call(self.client.v1.payment_intents.create, params, f"dotshop-pi-{order_id}")
+        return _ref(pi)
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentRef:
+        return _ref(
+            self._call(lambda p: self.client.v1.payment_intents.retrieve(payment_intent_id), {})
+        )
+
+    def cancel_payment_intent(self, payment_intent_id: str, *, reason: str = "abandoned") -> str:
+        """Cancel unless it already reached a final state; returns the resulting status."""
+        try:
+            pi = self.client.v1.payment_intents.cancel(
+                payment_intent_id,
+                {"cancellation_reason": reason},
+                {"idempotency_key": f"dotshop-cancel-{payment_intent_id}"},
+            )
+        except stripe.InvalidRequestError as exc:
+            # Already canceled or succeeded: nothing to cancel, which is the state we wanted
+            # unless it succeeded (the webhook then decides).
+            if exc.code == "payment_intent_unexpected_state":
+                return self.retrieve_payment_intent(payment_intent_id).status
+            raise _translate(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return pi.status
+
+    def refund(
+        self, *, payment_intent_id: str, amount: int | None, refund_key: str, reason: str | None
+    ) -> str:
+        """Refund (all remaining when amount is None); `refund_key` is ours (e.g. a refund id)."""
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent_id,
+            "metadata": {"dotshop_refund": refund_key},
+        }
+        if amount is not None:
+            params["amount"] = amount
+        if reason in ("duplicate", "fraudulent", "requested_by_customer"):
+            params["reason"] = reason
+        refund = self._call(self.client.v1.refunds.create, params, f"dotshop-refund-{refund_key}")
+        return refund.id
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
+    """The event, if the Stripe-Signature header verifies (and is fresh); else InvalidSignature."""
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, signature or "", secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
+        )
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise InvalidSignature("Stripe-Signature does not verify") from exc
+    return event.to_dict()
