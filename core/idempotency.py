@@ -1,0 +1,500 @@
+"""Idempotency keys with atomic phases and recovery points (the "rocket rides atomic" pattern).
+
+A mutating request is a chain of named recovery points (`started` -> ... -> `finished`). Each
+step runs in one database transaction (an *atomic phase*) that also moves the key to its next
+recovery point, so a crash anywhere leaves the key at the last committed point and a retry with
+the same Idempotency-Key resumes there. Calls to providers (Stripe) happen *between* phases,
+outside any transaction, and carry an idempotency key derived from our ids, so a crash between
+the call and the phase recording its result is harmless: the retried call returns the same
+object instead of making a second one.
+
+    begun = begin(engine, scope="POST /v1/checkouts", key=hdr, method="POST",
+                  path="/v1/checkouts", fingerprint=fingerprint("POST", "/v1/checkouts", body))
+    if isinstance(begun, StoredResponse):
+        return replay(begun)                     # byte for byte, Idempotent-Replayed: true
+    stored = run(engine, begun, {"started": create_order,
+                                 "order_created": External(call=create_pi, record=save_pi),
+                                 "payment_created": respond})
+
+A step returns `RecoveryPoint(name, state)` (commit and go on), or `Response(status, body)`
+(store the final answer, finish, unlock). A step that raises rolls its phase back and unlocks
+the key: raising means "retry may succeed"; a final business answer (409 insufficient stock)
+is a `Response`, so it is stored and replayed like a success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from core.errors import IdempotencyKeyInUse, IdempotencyKeyInvalid, IdempotencyKeyReused
+from core.ids import new_id
+from core.models import IdempotencyKey
+
+STARTED = "started"
+FINISHED = "finished"
+
+# A lock older than this belongs to a process that died mid-request (a live request refreshes
+# nothing, so this must exceed the slowest legitimate request: stripe-python's own request
+# timeout is 80 s, plus our phases). After it, a retry may take the key over and resume.
+LOCK_TIMEOUT = timedelta(seconds=90)
+
+# Keys live 24 h, like Stripe's: long enough for any client retry loop, short enough that the
+# table stays small. After it the same key string starts a brand-new request.
+KEY_TTL = timedelta(hours=24)
+
+# What a client may send as Idempotency-Key: 1-255 printable ASCII characters (the column's
+# CHECK allows 255; control characters and non-ASCII only ever come from bugs or attacks).
+_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")
+
+# Phases and begin() run at READ COMMITTED with the key row locked FOR UPDATE by default: the
+# row lock serialises everything done under one key, and the domain's own writes (conditional
+# UPDATEs) are safe at that level. A step may ask for SERIALIZABLE; `run` retries those phases
+# on serialization failures.
+READ_COMMITTED = "READ COMMITTED"
+SERIALIZABLE = "SERIALIZABLE"
+
+# How many times a phase (or begin) is retried after a serialization failure or deadlock
+# before the error reaches the caller (who answers 5xx and lets the client retry).
+SERIALIZATION_RETRIES = 5
+
+_table = IdempotencyKey.__table__
+
+
+# ------------------------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The final response of a finished key, replayed byte for byte."""
+
+    status: int
+    body: bytes
+
+
+@dataclass
+class KeyRecord:
+    """A key locked for this request. `locked_at` is our lock token: a phase only commits while
+    the row still carries it, so a request whose lock was taken over cannot write any more."""
+
+    id: str
+    scope: str
+    key: str
+    recovery_point: str
+    state: dict[str, Any]
+    locked_at: datetime | None
+    response: StoredResponse | None = None
+
+
+Begun = StoredResponse | KeyRecord
+
+
+@dataclass(frozen=True)
+class RecoveryPoint:
+    """Commit the phase and move the key to `name`; `state` is merged into the key's state."""
+
+    name: str
+    state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """Commit the phase, store this as the final response and unlock the key."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class NoOp:
+    """Commit the phase's own writes; the key's recovery point stays where it is."""
+
+
+Outcome = RecoveryPoint | Response | NoOp
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class External(Generic[T]):
+    """A step that calls a provider outside any transaction, then records what it got.
+
+    `call(key)` must be idempotent by itself (e.g. Stripe with `provider_key("pi", order_id)`):
+    if we crash after it but before `record` commits, the retry calls it again and gets the
+    same object back. `record(session, key, result)` runs in an atomic phase.
+    """
+
+    call: Callable[[KeyRecord], T]
+    record: Callable[[Session, KeyRecord, T], Outcome]
+
+
+Step = Callable[[Session, KeyRecord], Outcome] | External[Any]
+
+
+class PhaseSession(Session):
+    """The Session of an atomic phase. Set `outcome` before the `with` block ends."""
+
+    outcome: Outcome = NoOp()
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def provider_key(kind: str, *ids: str) -> str:
+    """An idempotency key for a provider call, derived from our own ids:
+    `provider_key("pi", order_id)` -> `dotshop-pi-ord_...`."""
+    return "-".join(("dotshop", kind, *ids))
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """sha256 hex of a canonical form of the request. JSON bodies are canonicalised (sorted
+    keys, no insignificant whitespace), so key order and formatting do not count as a change."""
+    try:
+        canonical = (
+            b"json:"
+            + json.dumps(
+                json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        )
+    except (ValueError, UnicodeDecodeError):
+        canonical = b"raw:" + body
+    digest = hashlib.sha256()
+    digest.update(f"{method.upper()}\n{path}\n".encode())
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def validate_key(key: str) -> str:
+    """The key itself, or IdempotencyKeyInvalid."""
+    if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+        raise IdempotencyKeyInvalid()
+    return key
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """Serialization failure (40001) or deadlock (40P01): the transaction may simply be rerun."""
+    if isinstance(exc, _Vanished):
+        return True
+    if isinstance(exc, DBAPIError):
+        return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+    return False
+
+
+def _retrying() -> Retrying:
+    return Retrying(
+        retry=retry_if_exception(_is_retryable),
+        stop=stop_after_attempt(SERIALIZATION_RETRIES),
+        wait=wait_random_exponential(multiplier=0.01, max=0.2),
+        reraise=True,
+    )
+
+
+def _record(row: Any) -> KeyRecord:
+    response = None
+    if row.recovery_point == FINISHED and row.response_status is not None:
+        response = StoredResponse(row.response_status, bytes(row.response_body or b""))
+    return KeyRecord(
+        id=row.id,
+        scope=row.scope,
+        key=row.key,
+        recovery_point=row.recovery_point,
+        state=dict(row.state or {}),
+        locked_at=row.locked_at,
+        response=response,
+    )
+
+
+# -------------------------------------------------------------------------------------- begin
+
+
+def begin(
+    engine: Engine,
+    *,
+    scope: str,
+    key: str,
+    method: str,
+    path: str,
+    fingerprint: str,
+    now: datetime | None = None,
+) -> Begun:
+    """Insert-or-lock the key in one short transaction.
+
+    Returns the stored response of a finished key (replay it), or the key locked for this
+    request (run its steps). Raises IdempotencyKeyInvalid, IdempotencyKeyReused (same key,
+    different request) or IdempotencyKeyInUse (another request holds a live lock).
+    """
+    validate_key(key)
+    if len(scope) > 100:
+        raise ValueError("idempotency scope longer than 100 characters")
+    now = now or _utcnow()
+    for attempt in _retrying():
+        with attempt:
+            return _begin_once(engine, scope, key, method.upper(), path, fingerprint, now)
+    raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
+
+
+def _begin_once(
+    engine: Engine, scope: str, key: str, method: str, path: str, fp: str, now: datetime
+) -> Begun:
+    with Session(engine) as session, session.begin():
+        # INSERT ... ON CONFLICT DO NOTHING waits for a concurrent inserter of the same key to
+        # finish, then either inserts (it rolled back) or yields; the row lock that follows
+        # serialises every request using this key.
+        fresh = {
+            "scope": scope,
+            "key": key,
+            "request_method": method,
+            "request_path": path,
+            "request_fingerprint": fp,
+            "recovery_point": STARTED,
+            "locked_at": now,
+            "state": {},
+            "last_run_at": now,
+            "expires_at": now + KEY_TTL,
+        }
+        inserted = session.execute(
+            insert(_table)
+            .values(id=new_id("idk"), **fresh)
+            .on_conflict_do_nothing(index_elements=["scope", "key"])
+            .returning(*_table.c)
+        ).one_or_none()
+        if inserted is not None:
+            return _record(inserted)
+
+        row = session.execute(
+            select(_table).where(_table.c.scope == scope, _table.c.key == key).with_for_update()
+        ).one_or_none()
+        if row is None:
+            # Reaped between our INSERT and SELECT: run the transaction again.
+            raise _Vanished()
+        if row.expires_at <= now:
+            # Expired but not reaped yet: the key string starts over as a new request, under a
+            # new id (provider keys derive from it, so nothing of the old request is reused).
+            session.execute(delete(_table).where(_table.c.id == row.id))
+            new = session.execute(
+                insert(_table).values(id=new_id("idk"), **fresh).returning(*_table.c)
+            ).one()
+            return _record(new)
+        if (row.request_fingerprint, row.request_method, row.request_path) != (fp, method, path):
+            raise IdempotencyKeyReused()
+        if row.recovery_point == FINISHED:
+            return StoredResponse(row.response_status, bytes(row.response_body or b""))
+        if row.locked_at is not None and row.locked_at > now - LOCK_TIMEOUT:
+            raise IdempotencyKeyInUse()
+        # Unlocked (a previous attempt failed and unlocked) or abandoned (its process died):
+        # take it and resume at the last committed recovery point.
+        locked = session.execute(
+            update(_table)
+            .where(_table.c.id == row.id)
+            .values(locked_at=now, last_run_at=now)
+            .returning(*_table.c)
+        ).one()
+        return _record(locked)
+
+
+class _Vanished(Exception):
+    """Internal: the key row was reaped between our INSERT and SELECT; begin() runs again."""
+
+
+# ----------------------------------------------------------------------------------- phases
+
+
+@contextmanager
+def _phase(engine: Engine, key: KeyRecord, isolation: str) -> Iterator[PhaseSession]:
+    """One transaction holding the key row; applies the outcome and commits. Does not unlock
+    on error (callers decide: `atomic_phase` unlocks, `run` may first retry)."""
+    with PhaseSession(engine, expire_on_commit=False) as session:
+        with session.begin():
+            session.connection(execution_options={"isolation_level": isolation})
+            row = session.execute(
+                select(_table).where(_table.c.id == key.id).with_for_update()
+            ).one_or_none()
+            if row is None or row.locked_at is None or row.locked_at != key.locked_at:
+                # Our lock was released or taken over (we were presumed dead): stop writing.
+                raise IdempotencyKeyInUse("this request no longer holds its idempotency key")
+            if row.recovery_point != key.recovery_point:
+                raise IdempotencyKeyInUse("the idempotency key moved on under this request")
+            key.state = dict(row.state or {})
+            session.outcome = NoOp()
+            yield session
+            outcome = session.outcome
+            values: dict[str, Any] = {"last_run_at": _utcnow()}
+            if isinstance(outcome, RecoveryPoint):
+                merged = {**key.state, **(outcome.state or {})}
+                values |= {"recovery_point": outcome.name, "state": merged}
+            elif isinstance(outcome, Response):
+                values |= {
+                    "recovery_point": FINISHED,
+                    "response_status": outcome.status,
+                    "response_body": outcome.body,
+                    "locked_at": None,
+                }
+            elif not isinstance(outcome, NoOp):
+                raise TypeError(f"a phase outcome must be an Outcome, not {outcome!r}")
+            session.execute(update(_table).where(_table.c.id == key.id).values(**values))
+        # Committed: the in-memory record follows the row.
+        if isinstance(outcome, RecoveryPoint):
+            key.recovery_point = outcome.name
+            key.state = values["state"]
+        elif isinstance(outcome, Response):
+            key.recovery_point = FINISHED
+            key.locked_at = None
+            key.response = StoredResponse(outcome.status, outcome.body)
+
+
+@contextmanager
+def atomic_phase(
+    engine: Engine, key: KeyRecord, *, isolation: str = READ_COMMITTED
+) -> Iterator[PhaseSession]:
+    """A Session inside ONE transaction with the key row locked FOR UPDATE.
+
+    Set `session.outcome` to a RecoveryPoint, Response or NoOp; it is written to the key in the
+    same transaction. On an exception the transaction rolls back and the key is unlocked in a
+    separate short transaction, so a retry resumes from the last committed recovery point.
+    """
+    try:
+        with _phase(engine, key, isolation) as session:
+            yield session
+    except BaseException:
+        _release(engine, key)
+        raise
+
+
+def _release(engine: Engine, key: KeyRecord) -> None:
+    """Unlock the key if we still hold it (never another request's lock)."""
+    if key.locked_at is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(_table)
+            .where(_table.c.id == key.id, _table.c.locked_at == key.locked_at)
+            .values(locked_at=None)
+        )
+    key.locked_at = None
+
+
+def unlock(engine: Engine, key_id: str) -> None:
+    """Clear the key's lock whoever holds it (operator action, or a caller giving up)."""
+    with engine.begin() as conn:
+        conn.execute(update(_table).where(_table.c.id == key_id).values(locked_at=None))
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def run(
+    engine: Engine,
+    key: KeyRecord,
+    steps: Mapping[str, Step],
+    *,
+    isolation: str = READ_COMMITTED,
+) -> StoredResponse:
+    """Run the steps from the key's recovery point until one returns a Response.
+
+    `steps` maps a recovery point to a step: a function `(session, key) -> Outcome` run in an
+    atomic phase, or an `External` (provider call outside any transaction, then a phase that
+    records its result). Each step must advance the key (NoOp would loop forever, so it is an
+    error here). Phases that fail to serialize are rerun; any other exception unlocks the key
+    and propagates.
+    """
+    try:
+        while key.recovery_point != FINISHED:
+            step = steps.get(key.recovery_point)
+            if step is None:
+                raise KeyError(f"no step for recovery point {key.recovery_point!r}")
+            before = key.recovery_point
+            if isinstance(step, External):
+                _run_phase(engine, key, partial(_record_external, step, step.call(key)), isolation)
+            else:
+                _run_phase(engine, key, step, isolation)
+            if key.recovery_point == before:
+                raise RuntimeError(f"step {before!r} did not advance the idempotency key")
+    except BaseException:
+        _release(engine, key)
+        raise
+    assert key.response is not None
+    return key.response
+
+
+def _record_external(step: External[T], result: T, session: Session, key: KeyRecord) -> Outcome:
+    return step.record(session, key, result)
+
+
+def _run_phase(
+    engine: Engine,
+    key: KeyRecord,
+    step: Callable[[Session, KeyRecord], Outcome],
+    isolation: str,
+) -> None:
+    for attempt in _retrying():
+        with attempt, _phase(engine, key, isolation) as session:
+            session.outcome = step(session, key)
+
+
+# ------------------------------------------------------------------------------------ reaper
+
+
+def reap_expired(engine: Engine, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete up to `limit` keys past their expiry; returns how many. Rows locked by a phase in
+    progress are skipped (the next run gets them)."""
+    now = now or _utcnow()
+    doomed = (
+        select(_table.c.id)
+        .where(_table.c.expires_at <= now)
+        .order_by(_table.c.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    with engine.begin() as conn:
+        return conn.execute(delete(_table).where(_table.c.id.in_(doomed))).rowcount
+
+
+__all__ = [
+    "FINISHED",
+    "KEY_TTL",
+    "LOCK_TIMEOUT",
+    "READ_COMMITTED",
+    "SERIALIZABLE",
+    "STARTED",
+    "Begun",
+    "External",
+    "KeyRecord",
+    "NoOp",
+    "Outcome",
+    "PhaseSession",
+    "RecoveryPoint",
+    "Response",
+    "Step",
+    "StoredResponse",
+    "atomic_phase",
+    "begin",
+    "fingerprint",
+    "provider_key",
+    "reap_expired",
+    "run",
+    "unlock",
+    "validate_key",
+]
