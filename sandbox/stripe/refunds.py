@@ -1,0 +1,137 @@
+"""Refunds: full or partial, never more than what is left on the charge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.stripe import balance
+from sandbox.stripe.account import Account
+from sandbox.stripe.errors import ApiError
+from sandbox.stripe.forms import check_known, get_dict, get_enum, get_int, get_str, merge_metadata
+from sandbox.stripe.state import new_id
+
+REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+OPEN_DISPUTE = ("warning_needs_response", "needs_response", "under_review", "warning_under_review")
+
+
+def _charge_to_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
+    pi_id = get_str(params, "payment_intent")
+    charge_id = get_str(params, "charge")
+    if not pi_id and not charge_id:
+        raise ApiError.invalid(
+            "One of the following params should be provided for this request: payment_intent "
+            "or charge.",
+            param="payment_intent",
+        )
+    if charge_id:
+        charge = acct.store.get("charges", charge_id, param="charge")
+        if pi_id and charge["payment_intent"] != pi_id:
+            raise ApiError.invalid(
+                f"Charge {charge_id} does not belong to PaymentIntent {pi_id}.", param="charge"
+            )
+        return charge
+    pi = acct.store.get("payment_intents", pi_id or "", param="payment_intent")
+    if pi["status"] != "succeeded":
+        raise ApiError.state(
+            f"This PaymentIntent ({pi['id']}) does not have a successful charge to refund.",
+            code="charge_not_refundable",
+            param="payment_intent",
+        )
+    return acct.store.get("charges", pi["latest_charge"])
+
+
+def _open_dispute(acct: Account, charge_id: str) -> bool:
+    return any(
+        d["charge"] == charge_id and d["status"] in OPEN_DISPUTE
+        for d in acct.store.tables["disputes"].values()
+    )
+
+
+def create_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
+    check_known(
+        params,
+        {
+            "payment_intent",
+            "charge",
+            "amount",
+            "reason",
+            "metadata",
+            "expand",
+            "instructions_email",
+        },
+    )
+    reason = get_enum(params, "reason", REASONS)
+    amount = get_int(params, "amount", minimum=1)
+    metadata = merge_metadata({}, get_dict(params, "metadata"))
+    with acct.store.lock:
+        charge = _charge_to_refund(acct, params)
+        if not charge["captured"]:
+            raise ApiError.state(
+                f"Charge {charge['id']} has not been captured; cancel its PaymentIntent instead.",
+                code="charge_not_refundable",
+            )
+        if _open_dispute(acct, charge["id"]):
+            raise ApiError.state(
+                f"Charge {charge['id']} has been charged back; cannot issue a refund.",
+                code="charge_disputed",
+            )
+        remaining = charge["amount_captured"] - charge["amount_refunded"]
+        if remaining <= 0:
+            raise ApiError.state(
+                f"Charge {charge['id']} has already been refunded.",
+                code="charge_already_refunded",
+            )
+        amount = remaining if amount is None else amount
+        if amount > remaining:
+            raise ApiError.state(
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({remaining}).",
+                code="amount_too_large",
+                param="amount",
+            )
+        refund_id = new_id("re")
+        txn = balance.record(
+            acct.store,
+            acct.clock,
+            amount=-amount,
+            fee=0,
+            currency=charge["currency"],
+            source=refund_id,
+            type_="refund",
+            reporting_category="refund",
+            description="REFUND FOR CHARGE",
+        )
+        refund = acct.store.add(
+            "refunds",
+            {
+                "id": refund_id,
+                "object": "refund",
+                "amount": amount,
+                "balance_transaction": txn["id"],
+                "charge": charge["id"],
+                "created": acct.clock.now(),
+                "currency": charge["currency"],
+                "destination_details": {"card": {"type": "refund"}, "type": "card"},
+                "metadata": metadata,
+                "payment_intent": charge["payment_intent"],
+                "reason": reason,
+                "receipt_number": None,
+                "source_transfer_reversal": None,
+                "status": "succeeded",
+                "transfer_reversal": None,
+            },
+        )
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        acct.events.emit("charge.refunded", charge)
+        acct.events.emit("refund.created", refund)
+        return refund
+
+
+def update_refund(acct: Account, refund_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    check_known(params, {"metadata", "expand"})
+    with acct.store.lock:
+        refund = acct.store.get("refunds", refund_id)
+        refund["metadata"] = merge_metadata(refund["metadata"], get_dict(params, "metadata"))
+        acct.events.emit("refund.updated", refund)
+        return refund
