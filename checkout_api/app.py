@@ -10,12 +10,15 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import Engine
 
-from checkout_api import health
+from checkout_api import health, webhooks
+from checkout_api.admin import AdminController
+from checkout_api.checkouts import CheckoutController, OrderController
 from checkout_api.deps import AppContext
 from checkout_api.errors import EXCEPTION_HANDLERS
 from checkout_api.observability import Observability
 from checkout_api.products import ProductController
 from core.settings import Settings
+from core.stripe_gateway import StripeGateway
 
 # Request bodies larger than this are refused before parsing (a checkout is a few KiB).
 MAX_BODY_BYTES = 64 * 1024
@@ -26,11 +29,19 @@ def _ctx(state: State) -> AppContext:
 
 
 def create_app(
-    settings: Settings, engine: Engine, *, route_handlers: list[Any] | None = None
+    settings: Settings,
+    engine: Engine,
+    gateway: StripeGateway,
+    *,
+    route_handlers: list[Any] | None = None,
 ) -> Any:
     """The ASGI app for one region: Litestar wrapped in request-id/metrics observability."""
     handlers: list[Any] = [
         ProductController,
+        CheckoutController,
+        OrderController,
+        AdminController,
+        webhooks.stripe_webhook,
         health.healthz,
         health.readyz,
         health.metrics,
@@ -40,7 +51,7 @@ def create_app(
         route_handlers=handlers,
         dependencies={"ctx": Provide(_ctx, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        state=State({"ctx": AppContext(settings=settings, engine=engine)}),
+        state=State({"ctx": AppContext(settings=settings, engine=engine, gateway=gateway)}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="dotshop storefront API",

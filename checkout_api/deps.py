@@ -1,20 +1,17 @@
-"""What handlers get from the app: the settings and the engine, set once at start-up."""
+"""What handlers get from the app: settings, engine and the Stripe gateway, built at start-up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.datastructures import State
 from sqlalchemy import Engine
 
 from core.settings import Settings
+from core.stripe_gateway import StripeGateway
 
 
 @dataclass(frozen=True)
 class AppContext:
     settings: Settings
     engine: Engine
-
-
-def context(state: State) -> AppContext:
-    return state.ctx
+    gateway: StripeGateway

@@ -8,6 +8,7 @@ from checkout_api.app import create_app
 from core import logs, migrate
 from core.db import database_url, engine_for
 from core.settings import get_settings
+from core.stripe_gateway import StripeGateway
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -15,5 +16,5 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000) -> None:
     logs.configure(settings.log_level)
     engine = engine_for(database_url(settings))
     migrate.require_current(engine)  # refuse to serve an unmigrated database
-    app = create_app(settings, engine)
+    app = create_app(settings, engine, StripeGateway.from_settings(settings))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -135,6 +135,19 @@ class StripeGateway:
             raise _translate(exc) from exc
         return pi.status
 
+    def latest_charge(
+        self, payment_intent_id: str, *, expand_balance: bool = False
+    ) -> dict[str, Any] | None:
+        """The PaymentIntent's latest charge as a plain dict (balance transaction expanded on
+        request), or None before there is one."""
+        expand = ["latest_charge.balance_transaction"] if expand_balance else ["latest_charge"]
+        pi = self._call(
+            lambda p: self.client.v1.payment_intents.retrieve(payment_intent_id, p),
+            {"expand": expand},
+        )
+        charge = pi.latest_charge
+        return charge.to_dict() if charge is not None and not isinstance(charge, str) else None
+
     def refund(
         self, *, payment_intent_id: str, amount: int | None, refund_key: str, reason: str | None
     ) -> str:
