@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from typing import Any
 
 from sandbox.stripe.errors import ApiError
@@ -115,7 +116,8 @@ class Events:
         secret = endpoint["_secret"]
 
         def sign(payload: bytes) -> dict[str, str]:
-            return {"Stripe-Signature": signature_header(secret, payload, self.clock.now())}
+            # Wall time, not the sandbox clock: receivers check freshness against their own.
+            return {"Stripe-Signature": signature_header(secret, payload, int(time.time()))}
 
         self.dispatcher.publish(endpoint["url"], body, sign, event["id"])
 
