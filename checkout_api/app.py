@@ -42,6 +42,7 @@ def create_app(
         OrderController,
         AdminController,
         webhooks.stripe_webhook,
+        webhooks.shopify_webhook,
         health.healthz,
         health.readyz,
         health.metrics,

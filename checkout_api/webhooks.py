@@ -3,13 +3,18 @@ a redelivered event is a no-op, and an event is applied in the transaction that 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+
 import anyio
 from litestar import Request, post
 
 from checkout_api.deps import AppContext
-from core import payments
+from core import payments, shopify_sync
 from core.db import transaction
-from core.errors import InvalidSignature
+from core.errors import InvalidRequest, InvalidSignature, Unauthorized
 from core.logs import get_logger
 from core.stripe_gateway import verify_webhook
 
@@ -30,4 +35,42 @@ async def stripe_webhook(request: Request, ctx: AppContext) -> dict[str, str]:
 
     result = await anyio.to_thread.run_sync(apply)
     log.info("stripe_webhook", event_id=event["id"], type=event["type"], result=result)
+    return {"received": "true", "result": result}
+
+
+def verify_shopify_hmac(body: bytes, presented: str | None, secret: str) -> None:
+    """X-Shopify-Hmac-Sha256 is base64(HMAC-SHA256(app secret, raw body)); 401 otherwise."""
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    if not presented or not hmac.compare_digest(expected, presented.encode()):
+        raise Unauthorized("X-Shopify-Hmac-Sha256 does not verify")
+
+
+@post("/webhooks/shopify", status_code=200, tags=["webhooks"], summary="Shopify webhooks (HMAC)")
+async def shopify_webhook(request: Request, ctx: AppContext) -> dict[str, str]:
+    body = await request.body()
+    secret = ctx.settings.shopify_api_secret
+    if secret is None:
+        raise Unauthorized("no SHOPIFY_API_SECRET configured; refusing unsigned webhooks")
+    verify_shopify_hmac(
+        body, request.headers.get("x-shopify-hmac-sha256"), secret.get_secret_value()
+    )
+    topic = request.headers.get("x-shopify-topic", "")
+    event_id = request.headers.get("x-shopify-event-id") or request.headers.get(
+        "x-shopify-webhook-id"
+    )
+    if not topic or not event_id:
+        raise InvalidRequest("X-Shopify-Topic and X-Shopify-Event-Id are required")
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest("the webhook body is not JSON") from exc
+
+    def apply() -> str:
+        with transaction(ctx.engine) as session:
+            return shopify_sync.accept_webhook(
+                session, event_id=event_id, topic=topic, payload=payload
+            )
+
+    result = await anyio.to_thread.run_sync(apply)
+    log.info("shopify_webhook", event_id=event_id, topic=topic, result=result)
     return {"received": "true", "result": result}

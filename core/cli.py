@@ -94,18 +94,24 @@ def api(
 
 @app.command()
 def relay(once: Annotated[bool, typer.Option("--once")] = False) -> None:
-    """Run the outbox relay (delivers side effects in per-key order)."""
-    try:
-        from core.relay import run
-    except ImportError:
-        not_built("dotshop relay")
-    run(once=once)
+    """Run the outbox relay (side effects in per-key order) and the expiry sweeper."""
+    from core import logs
+    from core.worker import run_relay
+
+    logs.configure()
+    with _clear_errors():
+        run_relay(once=once)
 
 
 @app.command()
-def sync() -> None:
-    """Run the Shopify <-> projection sync."""
-    not_built("dotshop sync")
+def sync(once: Annotated[bool, typer.Option("--once")] = False) -> None:
+    """Keep the catalog projection in step with Shopify (full load now, then periodically)."""
+    from core import logs
+    from core.worker import run_sync
+
+    logs.configure()
+    with _clear_errors():
+        run_sync(once=once)
 
 
 @checks_app.command("run")

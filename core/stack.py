@@ -110,7 +110,7 @@ def _children(stack: dict[str, Any]) -> list[Child]:
             base_env,
             f"{stack['stripe']['api_base']}/_sandbox/health",
         ),
-        Child("sync", ["sync", "--load-catalog"], base_env, None),
+        Child("sync", ["sync"], base_env, None),
     ]
     for region, url in stack["api"].items():
         children.append(
@@ -171,6 +171,22 @@ def _stop(procs: dict[str, int]) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
+def _load_catalog(stack: dict[str, Any]) -> None:
+    """Fill the projection from the (sandbox) shop before the storefront opens."""
+    from core import shopify_sync
+    from core.db import engine_for
+    from core.shopify_gateway import ShopifyGateway
+
+    gateway = ShopifyGateway(
+        shop="dotshop-demo.myshopify.com",
+        site=stack["shopify"]["site"],
+        access_token=stack["shopify"]["access_token"],
+    )
+    shopify_sync.load_catalog(
+        engine_for(stack["database_url"]), gateway, stack["shopify"]["location_id"]
+    )
+
+
 def up(*, detach: bool = False) -> None:
     from core.migrate import upgrade
 
@@ -191,6 +207,8 @@ def up(*, detach: bool = False) -> None:
             (home / PIDS_FILE).write_text(json.dumps(procs))
             if child.health_url:
                 _wait_healthy(child.health_url, proc, child.name, logs)
+            if child.name == "sandbox":
+                _load_catalog(stack)
     except BaseException:
         _stop(procs)
         (home / PIDS_FILE).unlink(missing_ok=True)
