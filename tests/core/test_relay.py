@@ -1,0 +1,350 @@
+"""The relay on a real PostgreSQL: concurrent relays keep per-key order and acknowledge each
+message once, failures back off, dead letters block their key until retried, and a killed relay
+leaves its claimed messages to the others."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+from structlog.testing import capture_logs
+
+from core import relay
+from core.models import OutboxMessage
+from core.outbox import Handlers, Message, PermanentError, RetryPolicy, enqueue
+
+# Backoff in milliseconds so that retries happen within the test.
+FAST = RetryPolicy(max_attempts=10, base_seconds=0.001, cap_seconds=0.01)
+
+
+def _enqueue(engine: Engine, items: list[tuple[str, dict]], topic: str = "test") -> list[str]:
+    with Session(engine) as session, session.begin():
+        return [enqueue(session, topic=topic, ordering_key=k, payload=p) for k, p in items]
+
+
+def _rows(engine: Engine) -> dict[str, OutboxMessage]:
+    with Session(engine) as session:
+        return {r.public_id: r for r in session.scalars(select(OutboxMessage))}
+
+
+def _recorder() -> tuple[Handlers, list[Message]]:
+    seen: list[Message] = []
+    handlers = Handlers()
+    handlers.register("test", seen.append)
+    return handlers, seen
+
+
+def test_delivers_in_order_and_marks_sent(clean_engine: Engine) -> None:
+    ids = _enqueue(clean_engine, [("a", {"n": 1}), ("b", {"n": 1}), ("a", {"n": 2})])
+    handlers, seen = _recorder()
+    assert relay.run_once(clean_engine, handlers) == 2  # the heads of a and b
+    assert relay.run_once(clean_engine, handlers) == 1  # a's second, now that its first is sent
+    assert relay.run_once(clean_engine, handlers) == 0
+    assert [m.public_id for m in seen] == ids
+    rows = _rows(clean_engine)
+    assert all(r.status == "sent" and r.sent_at and r.attempts == 1 for r in rows.values())
+    assert seen[0].payload == {"n": 1} and seen[0].attempts == 0
+
+
+def test_four_relays_drain_2000_messages_in_per_key_order(clean_engine: Engine) -> None:
+    keys = [f"sku:{k}" for k in range(50)]
+    items = [(key, {"seq": seq}) for seq in range(40) for key in keys]
+    ids = _enqueue(clean_engine, items)
+    rnd = random.Random(42)
+    fail_once = set(rnd.sample(ids, 60))
+
+    lock = threading.Lock()
+    acked: list[tuple[str, int, str]] = []
+    failures: collections.Counter[str] = collections.Counter()
+    overtaken: list[str] = []
+
+    def handler(msg: Message) -> None:
+        # The invariant itself, checked from outside the relay's transaction: every earlier
+        # message of this key is already acknowledged (committed as sent).
+        with clean_engine.connect() as conn:
+            unacked = conn.scalar(
+                text(
+                    "SELECT count(*) FROM outbox WHERE ordering_key = :k AND id < :id"
+                    " AND status <> 'sent'"
+                ),
+                {"k": msg.ordering_key, "id": msg.id},
+            )
+        with lock:
+            if unacked:
+                overtaken.append(msg.public_id)
+            if msg.public_id in fail_once and failures[msg.public_id] == 0:
+                failures[msg.public_id] += 1
+                raise ConnectionError("injected failure")
+            acked.append((msg.ordering_key, msg.payload["seq"], msg.public_id))
+
+    handlers = Handlers()
+    handlers.register("test", handler)
+    deadline = time.monotonic() + 120
+    errors: list[BaseException] = []
+
+    def relay_loop(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while time.monotonic() < deadline:
+                if relay.run_once(clean_engine, handlers, batch=20, policy=FAST, rng=rng):
+                    continue
+                with clean_engine.connect() as conn:
+                    left = conn.scalar(text("SELECT count(*) FROM outbox WHERE status <> 'sent'"))
+                if left == 0:
+                    return
+                time.sleep(0.005)
+        except BaseException as exc:  # surfaced by the main thread
+            errors.append(exc)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=relay_loop, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(130)
+    elapsed = time.monotonic() - started
+
+    assert errors == []
+    assert overtaken == []
+    assert len(failures) == 60  # every injected failure happened, and was retried
+    delivered = collections.Counter(public_id for _, _, public_id in acked)
+    assert set(delivered) == set(ids)
+    assert max(delivered.values()) == 1  # none delivered twice after acknowledgement
+    per_key: dict[str, list[int]] = collections.defaultdict(list)
+    for key, seq, _ in acked:
+        per_key[key].append(seq)
+    assert all(per_key[key] == list(range(40)) for key in keys)
+    rows = _rows(clean_engine)
+    assert all(r.status == "sent" for r in rows.values())
+    assert sum(r.attempts for r in rows.values()) == 2000 + 60
+    assert elapsed < 60, elapsed
+
+
+def test_backoff_schedules_the_retry(clean_engine: Engine) -> None:
+    (public_id,) = _enqueue(clean_engine, [("k", {})])
+    calls: list[int] = []
+
+    def flaky(msg: Message) -> None:
+        calls.append(msg.attempts)
+        if len(calls) == 1:
+            raise ConnectionError("provider 503")
+
+    handlers = Handlers()
+    handlers.register("test", flaky)
+    policy = RetryPolicy(max_attempts=5, base_seconds=10, cap_seconds=100)
+    t0 = datetime.now(UTC) + timedelta(seconds=1)
+    assert relay.run_once(clean_engine, handlers, now=t0, policy=policy, rng=random.Random(3)) == 1
+    expected = policy.delay(0, random.Random(3))
+    assert 5 <= expected <= 10
+    row = _rows(clean_engine)[public_id]
+    assert row.status == "pending" and row.attempts == 1 and "provider 503" in row.last_error
+    assert abs((row.next_attempt_at - t0).total_seconds() - expected) < 0.001
+
+    early = t0 + timedelta(seconds=expected - 0.01)
+    assert relay.run_once(clean_engine, handlers, now=early, policy=policy) == 0
+    due = t0 + timedelta(seconds=expected + 0.01)
+    assert relay.run_once(clean_engine, handlers, now=due, policy=policy) == 1
+    assert calls == [0, 1]
+    assert _rows(clean_engine)[public_id].status == "sent"
+
+
+def test_unknown_topic_is_retried_not_lost(clean_engine: Engine) -> None:
+    (public_id,) = _enqueue(clean_engine, [("k", {})], topic="not.yet.deployed")
+    assert relay.run_once(clean_engine, Handlers(), policy=FAST) == 1
+    row = _rows(clean_engine)[public_id]
+    assert row.status == "pending" and "no outbox handler" in row.last_error
+
+
+def test_dead_letter_blocks_its_key_until_retried(clean_engine: Engine) -> None:
+    poison, after, other = _enqueue(
+        clean_engine, [("order:1", {"poison": True}), ("order:1", {}), ("order:2", {})]
+    )
+    broken = {"yes": True}
+    delivered: list[str] = []
+
+    def handler(msg: Message) -> None:
+        if msg.payload.get("poison") and broken["yes"]:
+            raise ValueError("Shopify says 422")
+        delivered.append(msg.public_id)
+
+    handlers = Handlers()
+    handlers.register("test", handler)
+    policy = RetryPolicy(max_attempts=3, base_seconds=1, cap_seconds=1)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    with capture_logs() as logs:
+        for i in range(10):
+            relay.run_once(clean_engine, handlers, now=now + timedelta(minutes=i), policy=policy)
+
+    rows = _rows(clean_engine)
+    assert (rows[poison].status, rows[poison].attempts) == ("dead", 3)
+    assert rows[poison].dead_at is not None and "Shopify says 422" in rows[poison].last_error
+    assert rows[after].status == "pending" and rows[after].attempts == 0  # blocked, never tried
+    assert delivered == [other]
+    dead_events = [e for e in logs if e["event"] == "outbox.dead_lettered"]
+    assert len(dead_events) == 1
+    assert dead_events[0]["alert"] is True and dead_events[0]["outbox_id"] == poison
+    assert dead_events[0]["log_level"] == "error"
+
+    with Session(clean_engine) as session:
+        d = relay.depth(session)
+    assert (d["pending"], d["dead"]) == (1, 1) and d["oldest_pending_age_seconds"] >= 0
+
+    broken["yes"] = False
+    with Session(clean_engine) as session, session.begin():
+        assert relay.retry_dead(session, poison) is True
+        assert relay.retry_dead(session, poison) is False  # pending now, not dead
+        assert relay.retry_dead(session, "obx_nope") is False
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1
+    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1
+    assert delivered == [other, poison, after]
+    rows = _rows(clean_engine)
+    assert rows[poison].status == "sent" and rows[poison].dead_at is None
+    with Session(clean_engine) as session:
+        assert relay.depth(session) == {"pending": 0, "oldest_pending_age_seconds": 0.0, "dead": 0}
+
+
+def test_permanent_error_dead_letters_at_once(clean_engine: Engine) -> None:
+    (public_id,) = _enqueue(clean_engine, [("k", {})])
+
+    def refuse(msg: Message) -> None:
+        raise PermanentError("payload can never be valid")
+
+    handlers = Handlers()
+    handlers.register("test", refuse)
+    assert relay.run_once(clean_engine, handlers) == 1
+    row = _rows(clean_engine)[public_id]
+    assert (row.status, row.attempts) == ("dead", 1)
+
+
+def test_depth_reports_oldest_pending_age(clean_engine: Engine) -> None:
+    _enqueue(clean_engine, [("k", {}), ("k", {})])
+    with clean_engine.begin() as conn:
+        conn.execute(text("UPDATE outbox SET created_at = now() - interval '90 seconds'"))
+    with Session(clean_engine) as session:
+        d = relay.depth(session)
+    assert d["pending"] == 2 and d["dead"] == 0
+    assert 90 <= d["oldest_pending_age_seconds"] < 100
+
+
+def test_run_once_mode_drains_and_restores_signal_handlers(clean_engine: Engine) -> None:
+    _enqueue(clean_engine, [(f"k{i % 3}", {"i": i}) for i in range(9)])
+    handlers, seen = _recorder()
+    before = signal.getsignal(signal.SIGTERM)
+    relay.run(once=True, engine=clean_engine, handlers=handlers, policy=FAST)
+    assert len(seen) == 9
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ------------------------------------------------------------------------------ processes
+
+KILLABLE_RELAY = """
+import sys, time
+from pathlib import Path
+from core.db import make_engine
+from core.outbox import Handlers
+from core.relay import run
+
+def stuck(msg):
+    with open(sys.argv[2], "a") as fh:
+        fh.write(msg.public_id + "\\n")
+    time.sleep(3600)  # mid-batch, holding the batch's row locks
+
+handlers = Handlers()
+handlers.register("test", stuck)
+run(engine=make_engine(sys.argv[1], pool_size=1), handlers=handlers, batch=10)
+"""
+
+
+def _wait_for(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_killed_relay_leaves_its_messages_to_another(
+    clean_engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    items = [(f"order:{k}", {"seq": seq}) for seq in range(2) for k in range(5)]
+    ids = _enqueue(clean_engine, items)
+    marker = tmp_path / "delivering"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_RELAY, db_url, str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: marker.exists() and marker.read_text().strip())
+        in_flight = marker.read_text().split()[0]
+        assert in_flight in ids[:5]
+        # While it holds the heads, another relay can deliver nothing of those keys.
+        handlers, seen = _recorder()
+        assert relay.run_once(clean_engine, handlers) == 0
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def drained() -> bool:
+        relay.run_once(clean_engine, handlers)
+        return len(seen) == 10
+
+    _wait_for(drained, timeout=30)
+    assert sorted(m.public_id for m in seen) == sorted(ids)
+    assert in_flight in [m.public_id for m in seen]  # redelivered
+    for k in range(5):
+        assert [m.payload["seq"] for m in seen if m.ordering_key == f"order:{k}"] == [0, 1]
+    rows = _rows(clean_engine)
+    assert all(r.status == "sent" and r.attempts == 1 for r in rows.values())
+
+
+def test_relay_command_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "relay"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the relay.started log line
+        assert "relay.started" in first, first
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, out
+        assert "relay.stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    once = subprocess.run(
+        [sys.executable, "-m", "core.cli", "relay", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert once.returncode == 0, once.stdout + once.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_signal_handlers():
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    yield
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
