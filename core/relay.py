@@ -220,7 +220,7 @@ def run(
         engine = engine_for(database_url())
     handlers = default_handlers() if handlers is None else handlers
     stop = stop or threading.Event()
-    previous = _install_signal_handlers(stop)
+    previous = install_stop_signals(stop)
     rng = random.Random()
     log.info("relay.started", topics=sorted(handlers), once=once)
     handled = 0
@@ -238,7 +238,7 @@ def run(
     log.info("relay.stopped", handled=handled)
 
 
-def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+def install_stop_signals(stop: threading.Event) -> dict[int, Any]:
     """SIGINT/SIGTERM set `stop` (the batch in hand still commits); returns the handlers they
     replace, to restore afterwards."""
     if threading.current_thread() is not threading.main_thread():
@@ -249,3 +249,7 @@ def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
         stop.set()
 
     return {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+# Older name, used by core.worker before this was public.
+_install_signal_handlers = install_stop_signals

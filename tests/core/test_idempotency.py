@@ -304,3 +304,40 @@ def test_expired_keys_are_reaped_and_start_over(clean_engine: Engine) -> None:
     with clean_engine.connect() as conn:
         keys = set(conn.scalars(select(IdempotencyKey.key)))
     assert keys == {"fresh-1", "old-2"}
+
+
+def test_serializable_phases_are_retried_on_serialization_failure(clean_engine: Engine) -> None:
+    """Two requests read-then-write the same thing at SERIALIZABLE: one loses the race with a
+    serialization failure, `run` reruns its phase, and the result is as if they ran in turn."""
+    barrier = threading.Barrier(2)
+    attempts: list[str] = []
+    results: list[object] = []
+
+    def count_then_write(session, key):
+        seen = session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.ordering_key == "x")
+        )
+        attempts.append(key.key)
+        if attempts.count(key.key) == 1:
+            barrier.wait(10)  # both have read before either writes: a write skew to detect
+        enqueue(session, topic="t", ordering_key="x", payload={"seen": seen})
+        return idem.Response(200, str(seen).encode())
+
+    def request(name: str) -> None:
+        begun = _begin(clean_engine, name)
+        try:
+            results.append(
+                idem.run(
+                    clean_engine, begun, {"started": count_then_write}, isolation="SERIALIZABLE"
+                )
+            )
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=request, args=(f"ser-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.body for r in results) == [b"0", b"1"], results
+    assert len(attempts) == 3  # one phase ran twice

@@ -312,10 +312,13 @@ def test_killed_relay_leaves_its_messages_to_another(
     assert all(r.status == "sent" and r.attempts == 1 for r in rows.values())
 
 
-def test_relay_command_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: str) -> None:
+def test_relay_process_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: str) -> None:
+    """`run()` as a process: engine from DATABASE_URL, default handlers, and SIGTERM ends it
+    after the batch in hand (the `dotshop relay` command wraps this)."""
     env = {**os.environ, "DATABASE_URL": db_url}
+    code = "from core.relay import run; run()"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "relay"],
+        [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -324,7 +327,7 @@ def test_relay_command_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: st
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the relay.started log line
-        assert "relay.started" in first, first
+        assert "relay.started" in first, first + proc.stdout.read()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0, out
@@ -334,7 +337,7 @@ def test_relay_command_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: st
             proc.kill()
             proc.wait()
     once = subprocess.run(
-        [sys.executable, "-m", "core.cli", "relay", "--once"],
+        [sys.executable, "-c", "from core.relay import run; run(once=True)"],
         env=env,
         capture_output=True,
         text=True,
