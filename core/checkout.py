@@ -65,14 +65,6 @@ def error_response(error: DotshopError) -> Response:
     return Response(error.http_status, encode({"error": error.to_dict()}))
 
 
-def merge_lines(lines: Sequence[inventory.Line]) -> list[inventory.Line]:
-    """One line per SKU (quantities added), in SKU order."""
-    totals: dict[str, int] = {}
-    for line in lines:
-        totals[line.sku] = totals.get(line.sku, 0) + line.quantity
-    return [inventory.Line(sku, qty) for sku, qty in sorted(totals.items())]
-
-
 def checkout_body(
     order: Order | dict[str, Any], pi: PaymentIntentRef | None, lines: Sequence[orders.PricedLine]
 ) -> dict[str, Any]:
@@ -133,7 +125,7 @@ def create_checkout(
     begun = _begin(engine, f"{settings.region}:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
-    lines = merge_lines(request.lines)
+    lines = inventory.merge_lines(request.lines)
 
     def reserve_and_create(session: Session, key: KeyRecord) -> RecoveryPoint | Response:
         currency = settings.currency

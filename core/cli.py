@@ -155,6 +155,7 @@ def sandbox(
         ),
         shopify_access_token=os.environ.get("SHOPIFY_ACCESS_TOKEN", defaults.shopify_access_token),
         shopify_api_secret=os.environ.get("SHOPIFY_API_SECRET", defaults.shopify_api_secret),
+        shopify_shop=os.environ.get("SHOPIFY_SHOP", defaults.shopify_shop),
         shopify_webhook_url=shopify_webhook_url,
         demo_catalog=demo_catalog,
     )

@@ -81,6 +81,8 @@ class ShopifyGateway:
         # The Session rewrote the host to *.myshopify.com; point the site back (the token
         # header set by activate_session survives this).
         shopify.ShopifyResource.set_site(self.site)
+        # Per-currency prices (EUR for the eu storefront) come only when asked for.
+        shopify.ShopifyResource.headers["X-Shopify-Api-Features"] = "include-presentment-prices"
         shopify.ShopifyResource.set_timeout(self.timeout)
         yield
 
@@ -157,6 +159,9 @@ class ShopifyGateway:
                     "note_attributes": [{"name": REFERENCE_ATTRIBUTE, "value": reference}],
                     "tags": "dotshop",
                     "send_receipt": False,
+                    # The customer has paid: the order must reach Shopify even if another channel
+                    # sold the last unit meanwhile. Shopify then goes negative, which the
+                    # oversell check reports, instead of the push failing silently forever.
                     "inventory_behaviour": "decrement_ignoring_policy",
                 }
             )

@@ -55,9 +55,7 @@ def run_sync(*, once: bool = False) -> None:
     engine = engine_for(database_url(settings))
     gateway = ShopifyGateway.from_settings(settings)
     stop = threading.Event()
-    relay_signals = getattr(relay, "_install_signal_handlers", None)
-    if relay_signals is not None:
-        relay_signals(stop)
+    relay.install_stop_signals(stop)
     while True:
         try:
             shopify_sync.load_catalog(engine, gateway, settings.shopify_location_id)

@@ -25,6 +25,9 @@ from tests.processes import Process, start_sandbox
 
 TEMPLATE_DB = "dotshop_template"
 
+# Never pick up a developer's running stack (.dotshop/stack.json) from the working folder.
+os.environ["DOTSHOP_HOME"] = tempfile.mkdtemp(prefix="dshome")
+
 
 def _admin_url(url: str) -> str:
     """The same server, connected to the maintenance database, as a libpq URL for psycopg."""

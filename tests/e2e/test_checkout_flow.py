@@ -1,0 +1,126 @@
+"""The storefront end to end: browse, check out, pay through the real stripe SDK against the
+sandbox, let the signed webhooks land; then check order, stock, ledger and Shopify."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import stripe
+
+from tests.e2e.conftest import Stack, wait_for
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+def checkout(
+    stack: Stack, lines: list[dict], *, region: str = "us", key: str | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{stack.api[region]}/v1/checkouts",
+        json={"email": "ada@example.com", "lines": lines, "shipping_address": ADDRESS},
+        headers={"Idempotency-Key": key or str(uuid.uuid4())},
+        timeout=30,
+    )
+
+
+def order(stack: Stack, order_id: str, region: str = "us") -> dict:
+    return httpx.get(f"{stack.api[region]}/v1/orders/{order_id}", timeout=10).json()
+
+
+def stock(stack: Stack, sku: str) -> tuple[int, int, int]:
+    row = stack.sql(
+        "SELECT shopify_available, reserved, committed FROM stock WHERE sku = :sku", sku=sku
+    )[0]
+    return tuple(row)
+
+
+def a_sku_with_stock(stack: Stack, minimum: int = 3) -> str:
+    page = httpx.get(f"{stack.api['us']}/v1/products?limit=100", timeout=10).json()
+    for product in page["data"]:
+        for variant in product["variants"]:
+            if variant["available"] >= minimum:
+                return variant["sku"]
+    raise AssertionError("no SKU with stock in the demo catalog")
+
+
+def test_browse_checkout_pay_webhook_ledger_shopify(stack: Stack) -> None:
+    page = httpx.get(f"{stack.api['us']}/v1/products?limit=5", timeout=10).json()
+    assert len(page["data"]) == 5 and page["has_more"] and page["next_cursor"]
+    sku = a_sku_with_stock(stack)
+    before = stock(stack, sku)
+
+    created = checkout(stack, [{"sku": sku, "quantity": 2}])
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["id"].startswith("chk_") and body["order_id"].startswith("ord_")
+    assert body["status"] == "awaiting_payment" and body["currency"] == "usd"
+    assert body["payment"]["payment_intent_id"].startswith("pi_")
+    assert stock(stack, sku) == (before[0], before[1] + 2, before[2])
+
+    client = stack.stripe_client()
+    pi = client.v1.payment_intents.confirm(
+        body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
+    )
+    assert pi.status == "succeeded"
+    assert wait_for(lambda: order(stack, body["order_id"])["status"] == "paid")
+    assert stock(stack, sku) == (before[0], before[1], before[2] + 2)
+
+    # The ledger holds the payment, balanced per currency.
+    assert (
+        stack.scalar("SELECT count(*) FROM ledger_txn WHERE order_id = :o", o=body["order_id"]) >= 1
+    )
+    unbalanced = stack.sql(
+        "SELECT currency FROM ledger_entry GROUP BY currency HAVING sum(amount_minor) <> 0"
+    )
+    assert unbalanced == []
+    # The outbox holds the Shopify push (and the fee lookup) until the relay runs.
+    topics = {
+        r[0]
+        for r in stack.sql(
+            "SELECT topic FROM outbox WHERE payload->>'order_id' = :o", o=body["order_id"]
+        )
+    }
+    assert {"shopify.push_order", "stripe.fetch_fees"} <= topics
+
+    stack.settle()
+    shopify_id = stack.scalar(
+        "SELECT shopify_order_id FROM orders WHERE id = :o", o=body["order_id"]
+    )
+    assert shopify_id is not None
+    state = httpx.get(f"{stack.shopify_base}/_sandbox/state", timeout=10).json()
+    pushed = [o for o in state["orders"] if o["id"] == shopify_id]
+    assert len(pushed) == 1
+    # Shopify decremented its stock; ours is acknowledged (committed back to 0 for this order).
+    available, _, committed = stock(stack, sku)
+    assert committed == before[2] and available == before[0] - 2
+    # The Stripe fee was posted too, and everything still balances.
+    assert (
+        stack.scalar(
+            "SELECT count(*) FROM ledger_txn WHERE order_id = :o AND kind = 'fee'",
+            o=body["order_id"],
+        )
+        == 1
+    )
+    timeline = [e["kind"] for e in order(stack, body["order_id"])["timeline"]]
+    assert timeline[:1] == ["created"] and "paid" in timeline and "pushed_to_shopify" in timeline
+
+
+def test_declined_card_releases_the_hold(stack: Stack) -> None:
+    sku = a_sku_with_stock(stack)
+    before = stock(stack, sku)
+    body = checkout(stack, [{"sku": sku, "quantity": 1}]).json()
+    with pytest.raises(stripe.CardError):
+        stack.stripe_client().v1.payment_intents.confirm(
+            body["payment"]["payment_intent_id"], {"payment_method": "pm_card_chargeDeclined"}
+        )
+    got = wait_for(lambda: (o := order(stack, body["order_id"]))["status"] == "cancelled" and o)
+    assert got["cancel_reason"] == "payment_failed"
+    assert stock(stack, sku) == before
