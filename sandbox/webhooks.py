@@ -143,7 +143,9 @@ class WebhookDispatcher:
             response = self._client.post(delivery.url, content=delivery.body, headers=headers)
             outcome: int | str = response.status_code
             ok = 200 <= response.status_code < 300
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            # Any failure (an unreachable host, or an invalid URL, which httpx raises outside
+            # HTTPError) is a failed attempt; it must never end the delivery thread.
             outcome, ok = type(exc).__name__, False
         with self._cond:
             delivery.statuses.append(outcome)

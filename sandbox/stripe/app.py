@@ -170,8 +170,6 @@ class StripeApp:
         try:
             call = routes.Call(self.account, params, args, headers.get("host", "127.0.0.1"))
             result = handler(call)
-            expand(self.account.store, result, get_list(params, "expand"))
-            return 200, _json(result), True
         except ApiError as error:
             return error.status, _json(error.body()), error.stored
         except Exception:
@@ -180,6 +178,13 @@ class StripeApp:
             return 500, _json(error.body()), True
         finally:
             current_request.reset(token)
+        try:
+            with self.account.store.lock:
+                expand(self.account.store, result, get_list(params, "expand"))
+        except ApiError as error:
+            # The operation already ran: its outcome must be kept for the key, even this one.
+            return error.status, _json(error.body()), True
+        return 200, _json(result), True
 
 
 def create_app(options: SandboxOptions) -> FaultMiddleware:

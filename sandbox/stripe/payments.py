@@ -27,6 +27,8 @@ from sandbox.stripe.state import new_id, render
 
 # How long after a `pm_card_createDispute` payment the card network "opens" its dispute.
 DISPUTE_DELAY_SECONDS = 0.5
+# Stripe's ceiling for one payment (eight digits of minor units, e.g. $999,999.99).
+MAX_AMOUNT = 99_999_999
 CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
 CANCELABLE = (
@@ -147,7 +149,12 @@ def _currency(params: dict[str, Any], required: bool) -> str | None:
 
 
 def _amount(params: dict[str, Any], required: bool) -> int | None:
-    return get_int(params, "amount", required=required, minimum=1)
+    amount = get_int(params, "amount", required=required, minimum=1)
+    if amount is not None and amount > MAX_AMOUNT:
+        raise ApiError.invalid(
+            f"Amount must be no more than {MAX_AMOUNT}.", param="amount", code="amount_too_large"
+        )
+    return amount
 
 
 def _three_d_secure(options: dict[str, Any] | None) -> str | None:

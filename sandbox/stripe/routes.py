@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from sandbox.stripe import disputes, payments, refunds
 from sandbox.stripe.account import Account
 from sandbox.stripe.errors import ApiError
@@ -66,7 +68,8 @@ def match(method: str, path: str) -> tuple[Handler, dict[str, str]]:
 
 def _retrieve(call: Call, table: str, extra: set[str] | None = None) -> dict[str, Any]:
     check_known(call.params, {"expand", *(extra or set())})
-    return render(call.acct.store.get(table, call.args["id"]))
+    with call.acct.store.lock:
+        return render(call.acct.store.get(table, call.args["id"]))
 
 
 def _list(
@@ -89,14 +92,16 @@ def _list(
         and (extra is None or extra(o))
     ]
     page = list_object(items, call.params, url)
-    page["data"] = [render(o) for o in page["data"]]
+    with call.acct.store.lock:  # a dispute may be opened off-request meanwhile
+        page["data"] = [render(o) for o in page["data"]]
     return page
 
 
 def _search(call: Call, table: str, url: str, fields: set[str]) -> dict[str, Any]:
     check_known(call.params, {"query", "limit", "page", "expand"})
     result = search_object(call.acct.store.newest_first(table), call.params, url, fields)
-    result["data"] = [render(o) for o in result["data"]]
+    with call.acct.store.lock:
+        result["data"] = [render(o) for o in result["data"]]
     return result
 
 
@@ -272,12 +277,21 @@ def _enabled_events(call: Call, required: bool) -> list[str] | None:
     return events
 
 
+def _url(call: Call) -> str:
+    url = get_str(call.params, "url", required=True) or ""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ApiError.invalid(f"Invalid URL: {url}", param="url", code="url_invalid")
+    return url
+
+
 @route("POST", "/v1/webhook_endpoints")
 def create_endpoint(call: Call) -> dict[str, Any]:
     check_known(call.params, ENDPOINT_PARAMS | {"connect"})
-    url = get_str(call.params, "url", required=True) or ""
-    if not url.startswith(("http://", "https://")):
-        raise ApiError.invalid("Invalid URL: must be http(s).", param="url")
+    url = _url(call)
     endpoint = call.acct.events.add_endpoint(
         url,
         _enabled_events(call, required=True) or [],
@@ -304,7 +318,7 @@ def update_endpoint(call: Call) -> dict[str, Any]:
     with call.acct.store.lock:
         endpoint = call.acct.store.get("webhook_endpoints", call.args["id"])
         if "url" in call.params:
-            endpoint["url"] = get_str(call.params, "url")
+            endpoint["url"] = _url(call)
         if "enabled_events" in call.params:
             endpoint["enabled_events"] = _enabled_events(call, required=True)
         if "disabled" in call.params:

@@ -10,7 +10,9 @@ import httpx
 import pytest
 import stripe
 
+from sandbox.faults import Faults
 from sandbox.options import DEFAULT_STRIPE_WEBHOOK_SECRET
+from sandbox.webhooks import WebhookDispatcher
 from tests.processes import start_sandbox
 from tests.sandbox.test_stripe_support import API_KEY, Control, Receiver, client
 
@@ -120,6 +122,28 @@ def test_failed_deliveries_are_retried_and_signed_anew(sdk, control):
         assert delivery["status"] == "delivered"
     finally:
         receiver.close()
+
+
+def test_invalid_endpoint_urls_are_rejected(sdk):
+    for url in ("ftp://x.test/hook", "http://", "http://[::1"):
+        with pytest.raises(stripe.InvalidRequestError) as info:
+            _endpoint(sdk, url)
+        assert info.value.param == "url"
+
+
+def test_dispatcher_survives_an_unusable_url(receiver):
+    """An endpoint URL httpx cannot even parse fails its attempts; other deliveries go on."""
+    faults = Faults()
+    dispatcher = WebhookDispatcher(faults)
+    dispatcher.start()
+    try:
+        dispatcher.publish("http://[::1", b"{}", lambda body: {}, "evt_bad")
+        dispatcher.publish(receiver.url, b"{}", lambda body: {"X-Test": "1"}, "evt_good")
+        receiver.wait_for(1)
+        bad = next(d for d in dispatcher.log() if d["event_id"] == "evt_bad")
+        assert bad["responses"][0] == "InvalidURL" and bad["status"] == "pending"
+    finally:
+        dispatcher.stop()
 
 
 def test_resend_delivers_an_event_again(sdk, control, receiver):

@@ -213,6 +213,9 @@ def test_validation_errors(sdk):
         _pi(sdk, amount=0)
     assert info.value.param == "amount"
     with pytest.raises(stripe.InvalidRequestError) as info:
+        _pi(sdk, amount=100_000_000)
+    assert info.value.code == "amount_too_large"
+    with pytest.raises(stripe.InvalidRequestError) as info:
         _pi(sdk, amount_typo=3)
     assert info.value.code == "parameter_unknown"
     with pytest.raises(stripe.InvalidRequestError) as info:
