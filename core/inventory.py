@@ -1,0 +1,406 @@
+"""Stock reservations: never oversell.
+
+Per SKU, `stock` holds what Shopify says is available, what live checkouts hold (`reserved`) and
+what is paid but not yet acknowledged by Shopify (`committed`);
+sellable = shopify_available - reserved - committed. Each `reservation` row is one order's hold on
+one SKU and moves held -> committed -> fulfilled, or ends released/expired.
+
+Every function runs in the caller's transaction (never commits). Taking stock is always ONE
+conditional UPDATE per SKU, so concurrent checkouts cannot both get the last unit: PostgreSQL
+re-checks the WHERE clause on the newest row version after waiting for the row lock. Stock rows
+are touched in SKU order, so two multi-SKU operations cannot deadlock on each other.
+
+A reservation changes status in the same statement that claims it (`... WHERE status = 'held'`),
+so release/commit/expire are idempotent and happen exactly once even when called concurrently.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.errors import InsufficientStock, InvalidRequest, UnknownSku
+from core.ids import new_id
+from core.models import Order, Reservation, Stock
+
+HELD = "held"
+COMMITTED = "committed"
+RELEASED = "released"
+EXPIRED = "expired"
+FULFILLED = "fulfilled"
+# Statuses a hold can end in without being sold (release's `to_status`).
+ENDED = frozenset({RELEASED, EXPIRED})
+
+
+@dataclass(frozen=True)
+class Line:
+    """A quantity of one SKU, as a checkout asks for it."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """One SKU's stock row as read, with its sellable count."""
+
+    sku: str
+    shopify_available: int
+    reserved: int
+    committed: int
+    sellable: int
+    shopify_updated_at: datetime | None
+    shortfall_since: datetime | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One reservation row as read."""
+
+    id: str
+    order_id: str
+    sku: str
+    quantity: int
+    status: str
+    expires_at: datetime
+
+
+def _sellable() -> ColumnElement[int]:
+    return Stock.shopify_available - Stock.reserved - Stock.committed
+
+
+def merge_lines(lines: Iterable[Line]) -> list[Line]:
+    """One line per SKU (quantities summed), in SKU order; every quantity must be > 0."""
+    totals: dict[str, int] = defaultdict(int)
+    for line in lines:
+        if line.quantity <= 0:
+            raise InvalidRequest("quantity must be greater than 0", sku=line.sku)
+        totals[line.sku] += line.quantity
+    if not totals:
+        raise InvalidRequest("at least one line is needed")
+    return [Line(sku, qty) for sku, qty in sorted(totals.items())]
+
+
+# ------------------------------------------------------------------------------- taking stock
+
+
+def _take(session: Session, sku: str, quantity: int, *, into_committed: bool) -> bool:
+    """The one conditional statement that takes stock: True when it was there."""
+    values = (
+        {Stock.committed: Stock.committed + quantity}
+        if into_committed
+        else {Stock.reserved: Stock.reserved + quantity}
+    )
+    taken = session.execute(
+        update(Stock)
+        .where(Stock.sku == sku, _sellable() >= quantity)
+        .values({**values, Stock.updated_at: func.now()})
+        .returning(Stock.sku)
+    ).first()
+    return taken is not None
+
+
+def _shortages(session: Session, wanted: dict[str, int]) -> tuple[list[str], list[dict]]:
+    """For SKUs a take failed on: which are unknown, and for the rest what is really sellable."""
+    rows = dict(session.execute(select(Stock.sku, _sellable()).where(Stock.sku.in_(wanted))).all())
+    unknown = sorted(sku for sku in wanted if sku not in rows)
+    short = [
+        {"sku": sku, "requested": qty, "available": max(int(rows[sku]), 0)}
+        for sku, qty in sorted(wanted.items())
+        if sku in rows
+    ]
+    return unknown, short
+
+
+def _give_back(session: Session, taken: Sequence[Line], *, from_committed: bool) -> None:
+    """Undo takes of a call that fails as a whole, so it is all-or-nothing even for a caller that
+    catches the error and goes on in the same transaction."""
+    column = Stock.committed if from_committed else Stock.reserved
+    for line in taken:
+        session.execute(
+            update(Stock)
+            .where(Stock.sku == line.sku)
+            .values({column: column - line.quantity, Stock.updated_at: func.now()})
+        )
+
+
+def _take_all(session: Session, lines: Sequence[Line], *, into_committed: bool) -> None:
+    """Take every line or none; raise UnknownSku / InsufficientStock naming every failed SKU."""
+    taken: list[Line] = []
+    failed: dict[str, int] = {}
+    for line in lines:  # sorted by SKU: the lock order
+        if _take(session, line.sku, line.quantity, into_committed=into_committed):
+            taken.append(line)
+        else:
+            failed[line.sku] = line.quantity
+    if not failed:
+        return
+    _give_back(session, taken, from_committed=into_committed)
+    unknown, short = _shortages(session, failed)
+    if unknown:
+        raise UnknownSku(skus=unknown)
+    raise InsufficientStock(skus=short)
+
+
+def reserve(
+    session: Session, order_id: str, lines: Sequence[Line], expires_at: datetime
+) -> list[str]:
+    """Hold stock for an order until `expires_at`; returns the new reservation ids (`rsv_...`).
+
+    All or nothing: raises UnknownSku (SKUs with no stock row) or InsufficientStock (every short
+    SKU with `requested` and `available`) and leaves stock as it was.
+    """
+    merged = merge_lines(lines)
+    _take_all(session, merged, into_committed=False)
+    ids = [new_id("rsv") for _ in merged]
+    session.execute(
+        insert(Reservation),
+        [
+            {
+                "id": rid,
+                "order_id": order_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "status": HELD,
+                "expires_at": expires_at,
+            }
+            for rid, line in zip(ids, merged, strict=True)
+        ],
+    )
+    return ids
+
+
+# ----------------------------------------------------------------- moving reservations along
+
+
+def _claim(session: Session, order_id: str, from_status: str, to_status: str) -> list[Line]:
+    """Move an order's reservations from one status to another; return what moved, per SKU.
+
+    The rows are locked in SKU order first (the same order everywhere), and the status test in
+    the UPDATE makes a second or concurrent call move nothing."""
+    locked = (
+        select(Reservation.id)
+        .where(Reservation.order_id == order_id, Reservation.status == from_status)
+        .order_by(Reservation.sku)
+        .with_for_update()
+    )
+    rows = session.execute(
+        update(Reservation)
+        .where(Reservation.id.in_(locked.scalar_subquery()), Reservation.status == from_status)
+        .values(status=to_status, updated_at=func.now())
+        .returning(Reservation.sku, Reservation.quantity)
+    ).all()
+    return [Line(sku, qty) for sku, qty in sorted(rows)]
+
+
+def _clear_shortfall_after(reserved_delta: int, committed_delta: int) -> ColumnElement:
+    """shortfall_since once sellable goes back to >= 0 (SET expressions see the old row)."""
+    after = Stock.shopify_available - (Stock.reserved + reserved_delta)
+    after = after - (Stock.committed + committed_delta)
+    return case((after >= 0, None), else_=Stock.shortfall_since)
+
+
+def _adjust(session: Session, lines: Sequence[Line], *, reserved: int, committed: int) -> None:
+    """Apply per-unit deltas (-1, 0, +1) times each line's quantity to the stock rows."""
+    for line in lines:
+        dr, dc = reserved * line.quantity, committed * line.quantity
+        session.execute(
+            update(Stock)
+            .where(Stock.sku == line.sku)
+            .values(
+                {
+                    Stock.reserved: Stock.reserved + dr,
+                    Stock.committed: Stock.committed + dc,
+                    Stock.shortfall_since: _clear_shortfall_after(dr, dc),
+                    Stock.updated_at: func.now(),
+                }
+            )
+        )
+
+
+def release(session: Session, order_id: str, *, to_status: str = RELEASED) -> int:
+    """The order's held reservations end (`released` or `expired`) and give their stock back.
+    Returns how many reservations were released; a second call releases 0."""
+    if to_status not in ENDED:
+        raise ValueError(f"a hold ends as one of {sorted(ENDED)}, not {to_status!r}")
+    moved = _claim(session, order_id, HELD, to_status)
+    _adjust(session, moved, reserved=-1, committed=0)
+    return len(moved)
+
+
+def commit(session: Session, order_id: str) -> int:
+    """Payment arrived while the hold was live: held -> committed. Returns how many moved (0 when
+    already done, or when the hold had expired: then see `rereserve_and_commit`)."""
+    moved = _claim(session, order_id, HELD, COMMITTED)
+    _adjust(session, moved, reserved=-1, committed=+1)
+    return len(moved)
+
+
+def rereserve_and_commit(session: Session, order_id: str) -> bool:
+    """Payment arrived after the hold was released or expired: take the stock again straight
+    into committed if ALL of it is there (True), else change nothing (False; refund instead).
+
+    Held reservations (if any) are committed too; already committed or fulfilled ones count as
+    done. The order's reservations are locked (SKU order) before any stock is taken."""
+    rows = session.execute(
+        select(Reservation.id, Reservation.sku, Reservation.quantity, Reservation.status)
+        .where(Reservation.order_id == order_id)
+        .order_by(Reservation.sku)
+        .with_for_update()
+    ).all()
+    ended = [r for r in rows if r.status in ENDED]
+    if ended:
+        try:
+            _take_all(session, [Line(r.sku, r.quantity) for r in ended], into_committed=True)
+        except InsufficientStock:
+            return False
+        session.execute(
+            update(Reservation)
+            .where(Reservation.id.in_([r.id for r in ended]))
+            .values(status=COMMITTED, updated_at=func.now())
+        )
+    commit(session, order_id)
+    return True
+
+
+def acknowledge(session: Session, order_id: str) -> int:
+    """Shopify accepted the order and decremented its own inventory: committed -> fulfilled.
+
+    `committed` and `shopify_available` drop together, so sellable does not jump up in the
+    moment before Shopify's own (lower) level reaches us."""
+    moved = _claim(session, order_id, COMMITTED, FULFILLED)
+    for line in moved:
+        session.execute(
+            update(Stock)
+            .where(Stock.sku == line.sku)
+            .values(
+                {
+                    Stock.committed: Stock.committed - line.quantity,
+                    Stock.shopify_available: Stock.shopify_available - line.quantity,
+                    Stock.updated_at: func.now(),
+                }
+            )
+        )
+    return len(moved)
+
+
+def release_committed(session: Session, order_id: str) -> int:
+    """Refunded before the order reached Shopify: committed -> released, stock sellable again."""
+    moved = _claim(session, order_id, COMMITTED, RELEASED)
+    _adjust(session, moved, reserved=0, committed=-1)
+    return len(moved)
+
+
+def expire_due(session: Session, now: datetime, limit: int = 100) -> list[str]:
+    """Release up to `limit` held reservations whose `expires_at` <= now, as `expired`; return
+    the affected order ids (sorted, distinct).
+
+    Rows are claimed with SKIP LOCKED so several sweepers share the work. The order row is
+    locked with them (also SKIP LOCKED): the payment path locks the order before its
+    reservations, so a sweeper that skips orders being paid cannot deadlock with it, and the
+    caller may then lock the order again for free."""
+    claimed = session.execute(
+        select(Reservation.id, Reservation.order_id, Reservation.sku, Reservation.quantity)
+        .join(Order, Order.id == Reservation.order_id)
+        .where(Reservation.status == HELD, Reservation.expires_at <= now)
+        .order_by(Reservation.expires_at, Reservation.id)
+        .limit(limit)
+        .with_for_update(of=(Reservation, Order), skip_locked=True)
+    ).all()
+    if not claimed:
+        return []
+    session.execute(
+        update(Reservation)
+        .where(Reservation.id.in_([r.id for r in claimed]))
+        .values(status=EXPIRED, updated_at=func.now())
+    )
+    per_sku: dict[str, int] = defaultdict(int)
+    for r in claimed:
+        per_sku[r.sku] += r.quantity
+    _adjust(session, [Line(s, q) for s, q in sorted(per_sku.items())], reserved=-1, committed=0)
+    return sorted({r.order_id for r in claimed})
+
+
+# --------------------------------------------------------------------------- Shopify's levels
+
+
+def apply_shopify_level(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
+    """Record what Shopify says is available for a SKU (creating the stock row if needed).
+
+    A level older than the one stored changes nothing (False). When Shopify is below what we
+    hold and committed (another channel sold it), `shortfall_since` records since when (the
+    oldest time is kept); it clears once the level covers us again."""
+    short_now = available - Stock.reserved - Stock.committed < 0
+    stmt = insert(Stock).values(
+        sku=sku,
+        shopify_available=available,
+        shopify_updated_at=updated_at,
+        shortfall_since=updated_at if available < 0 else None,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Stock.sku],
+        set_={
+            Stock.shopify_available: available,
+            Stock.shopify_updated_at: updated_at,
+            Stock.shortfall_since: case(
+                (short_now, func.coalesce(Stock.shortfall_since, updated_at)), else_=None
+            ),
+            Stock.updated_at: func.now(),
+        },
+        where=Stock.shopify_updated_at.is_(None) | (Stock.shopify_updated_at <= updated_at),
+    ).returning(Stock.sku)
+    return session.execute(stmt).first() is not None
+
+
+def upsert_stock(session: Session, sku: str, shopify_available: int, updated_at: datetime) -> bool:
+    """The catalog loader's entry: the same stale-safe write as a level webhook."""
+    return apply_shopify_level(session, sku, shopify_available, updated_at)
+
+
+# ------------------------------------------------------------------------------------- reads
+
+
+def sellable(session: Session, skus: Iterable[str]) -> dict[str, int]:
+    """Sellable units per known SKU (never below 0; unknown SKUs are left out)."""
+    rows = session.execute(
+        select(Stock.sku, func.greatest(_sellable(), 0)).where(Stock.sku.in_(list(skus)))
+    ).all()
+    return {sku: int(n) for sku, n in rows}
+
+
+def stock_snapshot(session: Session, sku: str) -> StockLevel | None:
+    row = session.execute(
+        select(
+            Stock.sku,
+            Stock.shopify_available,
+            Stock.reserved,
+            Stock.committed,
+            _sellable(),
+            Stock.shopify_updated_at,
+            Stock.shortfall_since,
+        ).where(Stock.sku == sku)
+    ).first()
+    return StockLevel(*row) if row is not None else None
+
+
+def holds(session: Session, order_id: str) -> list[Hold]:
+    """The order's reservations (any status), in SKU order."""
+    rows = session.execute(
+        select(
+            Reservation.id,
+            Reservation.order_id,
+            Reservation.sku,
+            Reservation.quantity,
+            Reservation.status,
+            Reservation.expires_at,
+        )
+        .where(Reservation.order_id == order_id)
+        .order_by(Reservation.sku)
+    ).all()
+    return [Hold(*r) for r in rows]
