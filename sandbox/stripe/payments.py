@@ -7,6 +7,7 @@ any open status -> canceled
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sandbox.stripe import balance
@@ -544,12 +545,10 @@ def authenticate(acct: Account, pi_id: str, outcome: str) -> dict[str, Any]:
         if outcome == "succeed":
             pi["_authenticated"] = True
             pm = acct.store.get("payment_methods", pi["payment_method"])
-            try:
+            # A decline is recorded on the PaymentIntent (last_payment_error); nobody is waiting
+            # for its 402 here.
+            with contextlib.suppress(ApiError):
                 _charge(acct, pi, pm, _card_of(pm))
-            except ApiError as declined:
-                # The decline is on the PaymentIntent (last_payment_error); nobody is waiting
-                # for a 402 here.
-                del declined
             return pi
         pm = acct.store.get("payment_methods", pi["payment_method"])
         pi.update(status="requires_payment_method", payment_method=None, next_action=None)
