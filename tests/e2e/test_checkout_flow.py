@@ -3,43 +3,12 @@ sandbox, let the signed webhooks land; then check order, stock, ledger and Shopi
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
 import stripe
 
 from tests.e2e.conftest import Stack, wait_for
-
-ADDRESS = {
-    "name": "Ada Lovelace",
-    "line1": "12 St James's Square",
-    "city": "London",
-    "postal_code": "SW1Y 4JH",
-    "country": "GB",
-}
-
-
-def checkout(
-    stack: Stack, lines: list[dict], *, region: str = "us", key: str | None = None
-) -> httpx.Response:
-    return httpx.post(
-        f"{stack.api[region]}/v1/checkouts",
-        json={"email": "ada@example.com", "lines": lines, "shipping_address": ADDRESS},
-        headers={"Idempotency-Key": key or str(uuid.uuid4())},
-        timeout=30,
-    )
-
-
-def order(stack: Stack, order_id: str, region: str = "us") -> dict:
-    return httpx.get(f"{stack.api[region]}/v1/orders/{order_id}", timeout=10).json()
-
-
-def stock(stack: Stack, sku: str) -> tuple[int, int, int]:
-    row = stack.sql(
-        "SELECT shopify_available, reserved, committed FROM stock WHERE sku = :sku", sku=sku
-    )[0]
-    return tuple(row)
+from tests.e2e.helpers import checkout, order, stock
 
 
 def a_sku_with_stock(stack: Stack, minimum: int = 3) -> str:

@@ -1,0 +1,61 @@
+"""Small clients for the e2e tests: the storefront as a browser would call it."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.e2e.conftest import ADMIN_TOKEN, Stack
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+def checkout(
+    stack: Stack, lines: list[dict], *, region: str = "us", key: str | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{stack.api[region]}/v1/checkouts",
+        json={"email": "ada@example.com", "lines": lines, "shipping_address": ADDRESS},
+        headers={"Idempotency-Key": key or str(uuid.uuid4())},
+        timeout=60,
+    )
+
+
+def order(stack: Stack, order_id: str, region: str = "us") -> dict:
+    return httpx.get(f"{stack.api[region]}/v1/orders/{order_id}", timeout=10).json()
+
+
+def stock(stack: Stack, sku: str) -> tuple[int, int, int]:
+    row = stack.sql(
+        "SELECT shopify_available, reserved, committed FROM stock WHERE sku = :sku", sku=sku
+    )[0]
+    return tuple(row)
+
+
+def skus_with_stock(stack: Stack, minimum: int = 3) -> list[str]:
+    rows = stack.sql(
+        "SELECT sku FROM stock WHERE shopify_available - reserved - committed >= :m ORDER BY sku",
+        m=minimum,
+    )
+    return [r[0] for r in rows]
+
+
+def admin(stack: Stack, method: str, path: str, **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.request(method, f"{stack.api['us']}{path}", headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def paid_order(stack: Stack, sku: str, quantity: int = 1, pm: str = "pm_card_visa") -> dict:
+    body = checkout(stack, [{"sku": sku, "quantity": quantity}]).json()
+    stack.stripe_client().v1.payment_intents.confirm(
+        body["payment"]["payment_intent_id"], {"payment_method": pm}
+    )
+    stack.settle()
+    return body
