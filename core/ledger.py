@@ -1,0 +1,245 @@
+"""The double-entry ledger finance reads: append-only, balanced, unique by source.
+
+Amounts are signed integer minor units: debit positive, credit negative. Every transaction's
+postings sum to 0 per currency; `post` checks that before touching the database, and a deferred
+trigger (see the migration) refuses an unbalanced transaction at commit anyway. Each
+transaction is unique by its `source` (`payment:pi_...`, `refund:ch_...:<total>`, ...), so a
+replayed event posts nothing. Rows are never updated or deleted (triggers refuse it): a mistake
+is corrected by a new, reversing transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidRequest, LedgerUnbalanced
+from core.ids import new_id
+from core.models import LedgerEntry, LedgerTransaction
+
+# ------------------------------------------------------------------------- chart of accounts
+# Money Stripe holds for us: charges in, refunds/disputes/fees out. Reconciles with Stripe's
+# balance transactions.
+STRIPE_BALANCE = "assets:stripe_balance"
+# What customers paid for goods (credited when a payment succeeds).
+REVENUE = "revenue:sales"
+# Contra-revenue: money given back. Kept apart from sales so finance sees refund volume.
+REFUNDS = "revenue:refunds"
+# Stripe's processing fee on a charge.
+STRIPE_FEES = "expenses:stripe_fees"
+# Funds withdrawn by a dispute (chargeback); credited back if we win it.
+DISPUTES = "expenses:disputes"
+# Stripe's fee for handling a dispute (not returned when the dispute is won).
+DISPUTE_FEES = "expenses:dispute_fees"
+
+# Ledger currencies are stored like Stripe writes them (and the CHECK demands): 'usd', 'eur'.
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One leg of a transaction: debit (> 0) or credit (< 0) of an account, in minor units."""
+
+    account: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A posted transaction as read back, with its postings."""
+
+    id: str
+    source: str
+    kind: str
+    order_id: str | None
+    description: str | None
+    occurred_at: datetime
+    postings: tuple[Posting, ...]
+
+
+def check_balanced(postings: Sequence[Posting]) -> None:
+    """Raise unless the postings form a valid transaction: at least two legs, no zero or
+    malformed leg, and a zero sum per currency."""
+    if len(postings) < 2:
+        raise LedgerUnbalanced("a transaction needs at least two postings")
+    sums: dict[str, int] = defaultdict(int)
+    for p in postings:
+        if not p.account:
+            raise InvalidRequest("a posting needs an account")
+        if not _CURRENCY.match(p.currency):
+            raise InvalidRequest("currency must be a lowercase ISO code", currency=p.currency)
+        if not isinstance(p.amount_minor, int) or p.amount_minor == 0:
+            raise InvalidRequest("a posting amount is a nonzero integer", account=p.account)
+        sums[p.currency] += p.amount_minor
+    off = {cur: total for cur, total in sums.items() if total != 0}
+    if off:
+        raise LedgerUnbalanced(unbalanced=off)
+
+
+def post(
+    session: Session,
+    *,
+    source: str,
+    kind: str,
+    postings: Sequence[Posting],
+    occurred_at: datetime,
+    order_id: str | None = None,
+    description: str | None = None,
+) -> str | None:
+    """Post a balanced transaction once per `source`; returns its `led_` id, or None when that
+    source was already posted (a replay posts nothing).
+
+    A concurrent post of the same source waits for the first one's transaction and then
+    inserts nothing (INSERT ... ON CONFLICT DO NOTHING)."""
+    check_balanced(postings)
+    if not source:
+        raise InvalidRequest("a ledger transaction needs a source")
+    txn_id = session.execute(
+        insert(LedgerTransaction)
+        .values(
+            id=new_id("led"),
+            source=source,
+            kind=kind,
+            order_id=order_id,
+            description=description,
+            occurred_at=occurred_at,
+        )
+        .on_conflict_do_nothing(index_elements=[LedgerTransaction.source])
+        .returning(LedgerTransaction.id)
+    ).scalar_one_or_none()
+    if txn_id is None:
+        return None
+    session.execute(
+        insert(LedgerEntry),
+        [
+            {
+                "txn_id": txn_id,
+                "account": p.account,
+                "currency": p.currency,
+                "amount_minor": p.amount_minor,
+            }
+            for p in postings
+        ],
+    )
+    return txn_id
+
+
+# ------------------------------------------------------------------------------------- reads
+
+
+def balances(session: Session, *, account_prefix: str | None = None) -> dict[tuple[str, str], int]:
+    """Balance per (account, currency), optionally for accounts starting with a prefix."""
+    stmt = select(
+        LedgerEntry.account, LedgerEntry.currency, func.sum(LedgerEntry.amount_minor)
+    ).group_by(LedgerEntry.account, LedgerEntry.currency)
+    if account_prefix:
+        stmt = stmt.where(LedgerEntry.account.startswith(account_prefix, autoescape=True))
+    return {(acct, cur): int(total) for acct, cur, total in session.execute(stmt).all()}
+
+
+def account_balance(session: Session, account: str, currency: str) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0)).where(
+            LedgerEntry.account == account, LedgerEntry.currency == currency
+        )
+    )
+    return int(total or 0)
+
+
+def trial_balance(session: Session) -> dict[str, int]:
+    """Sum of all entries per currency: every value is 0 in a sound ledger."""
+    rows = session.execute(
+        select(LedgerEntry.currency, func.sum(LedgerEntry.amount_minor)).group_by(
+            LedgerEntry.currency
+        )
+    ).all()
+    return {cur: int(total) for cur, total in rows}
+
+
+def transactions_for_order(session: Session, order_id: str) -> list[Transaction]:
+    """The order's transactions, oldest first, each with its postings in entry order."""
+    txns = session.execute(
+        select(LedgerTransaction)
+        .where(LedgerTransaction.order_id == order_id)
+        .order_by(LedgerTransaction.occurred_at, LedgerTransaction.created_at)
+    ).scalars()
+    txns = list(txns)
+    legs: dict[str, list[Posting]] = defaultdict(list)
+    if txns:
+        entries = session.execute(
+            select(LedgerEntry)
+            .where(LedgerEntry.txn_id.in_([t.id for t in txns]))
+            .order_by(LedgerEntry.id)
+        ).scalars()
+        for e in entries:
+            legs[e.txn_id].append(Posting(e.account, e.amount_minor, e.currency))
+    return [
+        Transaction(
+            t.id, t.source, t.kind, t.order_id, t.description, t.occurred_at, tuple(legs[t.id])
+        )
+        for t in txns
+    ]
+
+
+# ------------------------------------------------------------------- postings per business event
+
+
+def _positive(amount: int, what: str) -> None:
+    if amount <= 0:
+        raise InvalidRequest(f"{what} must be a positive amount of minor units", amount=amount)
+
+
+def payment_postings(amount: int, currency: str, fee: int = 0) -> list[Posting]:
+    """A charge succeeded: Stripe holds the money, it is a sale. With `fee`, Stripe's cut too
+    (usually posted later, on its own, with `fee_postings`)."""
+    _positive(amount, "payment")
+    cur = currency.lower()
+    postings = [Posting(STRIPE_BALANCE, amount, cur), Posting(REVENUE, -amount, cur)]
+    return postings + (fee_postings(fee, cur) if fee else [])
+
+
+def fee_postings(fee: int, currency: str) -> list[Posting]:
+    """Stripe took its processing fee out of the balance."""
+    _positive(fee, "fee")
+    cur = currency.lower()
+    return [Posting(STRIPE_FEES, fee, cur), Posting(STRIPE_BALANCE, -fee, cur)]
+
+
+def refund_postings(amount: int, currency: str) -> list[Posting]:
+    """Money went back to the customer out of the Stripe balance."""
+    _positive(amount, "refund")
+    cur = currency.lower()
+    return [Posting(REFUNDS, amount, cur), Posting(STRIPE_BALANCE, -amount, cur)]
+
+
+def dispute_postings(amount: int, currency: str, fee: int = 0) -> list[Posting]:
+    """A dispute opened: Stripe withdrew the disputed amount and its dispute fee."""
+    _positive(amount, "dispute")
+    cur = currency.lower()
+    postings = [Posting(DISPUTES, amount, cur)]
+    if fee:
+        _positive(fee, "dispute fee")
+        postings.append(Posting(DISPUTE_FEES, fee, cur))
+    return [*postings, Posting(STRIPE_BALANCE, -(amount + fee), cur)]
+
+
+def dispute_won_postings(amount: int, currency: str, fee_returned: int = 0) -> list[Posting]:
+    """A dispute was won: the disputed amount (and, where Stripe returns it, the fee) came back."""
+    _positive(amount, "dispute")
+    cur = currency.lower()
+    postings = [
+        Posting(STRIPE_BALANCE, amount + fee_returned, cur),
+        Posting(DISPUTES, -amount, cur),
+    ]
+    if fee_returned:
+        _positive(fee_returned, "returned dispute fee")
+        postings.append(Posting(DISPUTE_FEES, -fee_returned, cur))
+    return postings

@@ -1,0 +1,227 @@
+"""The double-entry ledger on a real PostgreSQL: balanced, append-only, posted once per source."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from core import ledger
+from core.errors import InvalidRequest, LedgerUnbalanced
+from core.ledger import Posting
+from core.models import LedgerEntry, LedgerTransaction
+
+AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def post(engine: Engine, source: str, postings: list[Posting], **kw: object) -> str | None:
+    with Session(engine) as s, s.begin():
+        return ledger.post(
+            s, source=source, kind=kw.pop("kind", "test"), postings=postings, occurred_at=AT, **kw
+        )
+
+
+def row_counts(engine: Engine) -> tuple[int, int]:
+    with Session(engine) as s:
+        return (
+            s.scalar(select(func.count()).select_from(LedgerTransaction)),
+            s.scalar(select(func.count()).select_from(LedgerEntry)),
+        )
+
+
+def read(engine: Engine, fn):
+    with Session(engine) as s:
+        return fn(s)
+
+
+def test_a_balanced_transaction_posts_and_reads_back(clean_engine: Engine) -> None:
+    postings = ledger.payment_postings(5000, "USD", fee=175)
+    txn = post(clean_engine, "payment:pi_1", postings, order_id="ord_1", description="pay")
+
+    assert txn is not None and txn.startswith("led_")
+    (got,) = read(clean_engine, lambda s: ledger.transactions_for_order(s, "ord_1"))
+    assert (got.id, got.source, got.kind, got.order_id, got.occurred_at) == (
+        txn,
+        "payment:pi_1",
+        "test",
+        "ord_1",
+        AT,
+    )
+    assert got.postings == tuple(postings)
+    assert {p.currency for p in got.postings} == {"usd"}
+    assert read(clean_engine, lambda s: ledger.transactions_for_order(s, "ord_other")) == []
+
+
+def test_an_unbalanced_transaction_is_rejected_before_the_database(clean_engine: Engine) -> None:
+    lopsided = [Posting(ledger.STRIPE_BALANCE, 100, "usd"), Posting(ledger.REVENUE, -99, "usd")]
+    with pytest.raises(LedgerUnbalanced) as caught:
+        post(clean_engine, "bad:1", lopsided)
+    assert caught.value.details == {"unbalanced": {"usd": 1}}
+    # Balanced in total but not per currency: still unbalanced.
+    mixed = [Posting(ledger.STRIPE_BALANCE, 100, "usd"), Posting(ledger.REVENUE, -100, "eur")]
+    with pytest.raises(LedgerUnbalanced):
+        post(clean_engine, "bad:2", mixed)
+    with pytest.raises(LedgerUnbalanced):
+        post(clean_engine, "bad:3", [Posting(ledger.REVENUE, 0, "usd")])
+    for bad in (
+        [Posting(ledger.STRIPE_BALANCE, 0, "usd"), Posting(ledger.REVENUE, 0, "usd")],
+        [Posting(ledger.STRIPE_BALANCE, 1, "US"), Posting(ledger.REVENUE, -1, "US")],
+        [Posting("", 1, "usd"), Posting(ledger.REVENUE, -1, "usd")],
+    ):
+        with pytest.raises(InvalidRequest):
+            post(clean_engine, "bad:4", bad)
+    assert row_counts(clean_engine) == (0, 0)
+
+
+def test_the_database_trigger_refuses_an_unbalanced_transaction_at_commit(
+    clean_engine: Engine,
+) -> None:
+    """Bypass the Python check with raw SQL: the deferred trigger still refuses at COMMIT."""
+    insert_txn = text(
+        "INSERT INTO ledger_txn (id, source, kind, occurred_at) VALUES (:id, :id, 'raw', now())"
+    )
+    insert_leg = text(
+        "INSERT INTO ledger_entry (txn_id, account, currency, amount_minor) VALUES (:t, :a, :c, :n)"
+    )
+    with clean_engine.connect() as conn:
+        conn.execute(insert_txn, {"id": "led_raw_bad"})
+        conn.execute(insert_leg, {"t": "led_raw_bad", "a": "assets:x", "c": "usd", "n": 100})
+        conn.execute(insert_leg, {"t": "led_raw_bad", "a": "revenue:x", "c": "usd", "n": -60})
+        with pytest.raises(IntegrityError, match="does not balance"):
+            conn.commit()
+    # The same raw path with balancing legs (inserted one by one) commits: the trigger is
+    # deferred to commit, not checked per row.
+    with clean_engine.connect() as conn:
+        conn.execute(insert_txn, {"id": "led_raw_ok"})
+        conn.execute(insert_leg, {"t": "led_raw_ok", "a": "assets:x", "c": "usd", "n": 100})
+        conn.execute(insert_leg, {"t": "led_raw_ok", "a": "revenue:x", "c": "usd", "n": -60})
+        conn.execute(insert_leg, {"t": "led_raw_ok", "a": "revenue:y", "c": "usd", "n": -40})
+        conn.commit()
+    assert row_counts(clean_engine) == (1, 3)
+
+
+def test_a_replayed_source_posts_nothing(clean_engine: Engine) -> None:
+    first = post(clean_engine, "stripe:evt_1", ledger.refund_postings(700, "eur"))
+    again = post(clean_engine, "stripe:evt_1", ledger.refund_postings(999, "eur"))
+
+    assert first is not None and again is None
+    assert row_counts(clean_engine) == (1, 2)
+    assert read(clean_engine, lambda s: ledger.account_balance(s, ledger.REFUNDS, "eur")) == 700
+
+
+def test_ten_concurrent_posts_of_one_source_make_exactly_one_transaction(
+    clean_engine: Engine,
+) -> None:
+    barrier = threading.Barrier(10)
+    results: list[str | None] = []
+    lock = threading.Lock()
+
+    def poster() -> None:
+        with Session(clean_engine) as s, s.begin():
+            s.connection()
+            barrier.wait(timeout=30)
+            got = ledger.post(
+                s,
+                source="payment:pi_race",
+                kind="payment",
+                postings=ledger.payment_postings(1200, "usd"),
+                occurred_at=AT,
+            )
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=poster) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert len(results) == 10
+    assert sum(r is not None for r in results) == 1
+    assert row_counts(clean_engine) == (1, 2)
+    assert read(clean_engine, ledger.trial_balance) == {"usd": 0}
+
+
+def test_balances_follow_an_order_through_its_life(clean_engine: Engine) -> None:
+    order = "ord_life"
+    steps = [
+        ("payment:pi_1", "payment", ledger.payment_postings(10_000, "usd")),
+        ("fee:txn_1", "fee", ledger.fee_postings(320, "usd")),
+        ("refund:ch_1:2000", "refund", ledger.refund_postings(2_000, "usd")),
+        ("dispute:dp_1", "dispute", ledger.dispute_postings(8_000, "usd", 1_500)),
+        ("dispute_won:dp_1", "dispute_won", ledger.dispute_won_postings(8_000, "usd")),
+    ]
+    for source, kind, postings in steps:
+        assert post(clean_engine, source, postings, kind=kind, order_id=order)
+    post(clean_engine, "payment:pi_eu", ledger.payment_postings(4_000, "eur"))
+
+    def balance(account: str, currency: str = "usd") -> int:
+        return read(clean_engine, lambda s: ledger.account_balance(s, account, currency))
+
+    assert balance(ledger.STRIPE_BALANCE) == 10_000 - 320 - 2_000 - 8_000 - 1_500 + 8_000
+    assert balance(ledger.REVENUE) == -10_000
+    assert balance(ledger.REFUNDS) == 2_000
+    assert balance(ledger.STRIPE_FEES) == 320
+    assert balance(ledger.DISPUTES) == 0
+    assert balance(ledger.DISPUTE_FEES) == 1_500
+    assert balance(ledger.STRIPE_BALANCE, "eur") == 4_000
+    assert balance("assets:nothing_here") == 0
+
+    assert read(clean_engine, lambda s: ledger.balances(s, account_prefix="expenses:")) == {
+        (ledger.STRIPE_FEES, "usd"): 320,
+        (ledger.DISPUTES, "usd"): 0,
+        (ledger.DISPUTE_FEES, "usd"): 1_500,
+    }
+    # The prefix is literal text, not a LIKE pattern.
+    assert read(clean_engine, lambda s: ledger.balances(s, account_prefix="expenses_")) == {}
+    everything = read(clean_engine, ledger.balances)
+    assert len(everything) == 8 and sum(everything.values()) == 0
+    assert read(clean_engine, ledger.trial_balance) == {"usd": 0, "eur": 0}
+    kinds = [t.kind for t in read(clean_engine, lambda s: ledger.transactions_for_order(s, order))]
+    assert sorted(kinds) == sorted(k for _, k, _ in steps)
+
+
+def test_every_posting_helper_balances() -> None:
+    built = [
+        ledger.payment_postings(100, "usd"),
+        ledger.payment_postings(100, "usd", fee=3),
+        ledger.fee_postings(3, "usd"),
+        ledger.refund_postings(40, "usd"),
+        ledger.dispute_postings(100, "usd"),
+        ledger.dispute_postings(100, "usd", 15),
+        ledger.dispute_won_postings(100, "usd"),
+        ledger.dispute_won_postings(100, "usd", 15),
+    ]
+    for postings in built:
+        ledger.check_balanced(postings)
+        assert sum(p.amount_minor for p in postings) == 0
+    for bad in (
+        lambda: ledger.payment_postings(0, "usd"),
+        lambda: ledger.refund_postings(-5, "usd"),
+        lambda: ledger.fee_postings(0, "usd"),
+        lambda: ledger.dispute_postings(10, "usd", -1),
+    ):
+        with pytest.raises(InvalidRequest):
+            bad()
+
+
+def test_ledger_rows_cannot_be_updated_or_deleted(clean_engine: Engine) -> None:
+    txn = post(clean_engine, "payment:pi_x", ledger.payment_postings(100, "usd"))
+    for stmt in (
+        "UPDATE ledger_entry SET amount_minor = amount_minor * 2",
+        "DELETE FROM ledger_entry",
+        "UPDATE ledger_txn SET source = 'other'",
+        "DELETE FROM ledger_txn",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"), clean_engine.begin() as conn:
+            conn.execute(text(stmt))
+    assert row_counts(clean_engine) == (1, 2)
+    (got,) = read(
+        clean_engine,
+        lambda s: s.scalars(select(LedgerTransaction.id)).all(),
+    )
+    assert got == txn
