@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     stripe_api_base: str = Field(
         default="http://127.0.0.1:12111", validation_alias="STRIPE_API_BASE"
     )
+    # A checkout waits at most this long for one Stripe call before answering 503.
+    stripe_timeout: float = Field(default=10.0, gt=0)
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias="STRIPE_WEBHOOK_SECRET"
     )

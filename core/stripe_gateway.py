@@ -19,8 +19,8 @@ from core.errors import (
 )
 from core.settings import Settings
 
-# A checkout waits at most this long for Stripe before answering 503 (the client retries with
-# the same Idempotency-Key, which resumes where this attempt stopped).
+# Default for DOTSHOP_STRIPE_TIMEOUT: a checkout waits at most this long for Stripe before
+# answering 503 (the client retries with the same Idempotency-Key and resumes where it stopped).
 STRIPE_TIMEOUT_SECONDS = 10
 # The SDK's own retries (with Stripe's backoff) for network errors, 409 and 5xx: cheap, and safe
 # because every call carries an idempotency key.
@@ -77,7 +77,11 @@ class StripeGateway:
     def from_settings(cls, settings: Settings) -> StripeGateway:
         if settings.stripe_api_key is None:
             raise DotshopError("STRIPE_API_KEY is not set")
-        return cls(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base)
+        return cls(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            timeout=settings.stripe_timeout,
+        )
 
     def _call(self, fn: Any, params: dict[str, Any], idempotency_key: str | None = None) -> Any:
         options: dict[str, Any] = {}

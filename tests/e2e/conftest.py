@@ -201,6 +201,8 @@ def stack(db_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory)
                         "DOTSHOP_ADMIN_TOKEN": ADMIN_TOKEN,
                         "STRIPE_API_BASE": s.stripe_base,
                         "SHOPIFY_SITE": s.shopify_site,
+                        # Injected Stripe timeouts must not make the suite slow.
+                        "DOTSHOP_STRIPE_TIMEOUT": "1.5",
                     },
                 )
             )

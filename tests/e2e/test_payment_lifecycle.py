@@ -163,7 +163,7 @@ def test_admin_refunds_partial_then_rest_idempotently(stack: Stack) -> None:
     sku = skus_with_stock(stack)[7]
     body = paid_order(stack, sku)
     amount = body["amount"]
-    path = f"/v1/../admin/v1/orders/{body['order_id']}/refunds".replace("/v1/..", "")
+    path = f"/admin/v1/orders/{body['order_id']}/refunds"
     assert (
         httpx.post(
             f"{stack.api['us']}{path}", json={"amount": 100}, headers={"Idempotency-Key": "x"}
