@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from core import errors as e
@@ -37,21 +42,26 @@ def dotshop_error_handler(_: Request, exc: e.DotshopError) -> Response:
 
 def validation_error_handler(_: Request, exc: ValidationException) -> Response:
     details = exc.extra if isinstance(exc.extra, list) else []
-    malformed = any("JSON" in str(d) or "json" in str(d) for d in details) or (
-        "JSON" in str(exc.detail)
-    )
-    code, status = ("invalid_json", 400) if malformed else ("invalid_request", 422)
     return Response(
-        error_body(code, "The request is not valid.", errors=details),
-        status_code=status,
+        error_body("invalid_request", "The request is not valid.", errors=details),
+        status_code=422,
         media_type=MediaType.JSON,
     )
 
 
 def http_error_handler(_: Request, exc: HTTPException) -> Response:
-    code = "not_found" if isinstance(exc, NotFoundException) else "http_error"
+    code, message = "http_error", str(exc.detail)
+    if isinstance(exc, NotFoundException):
+        code = "not_found"
+    elif type(exc) is ClientException and exc.status_code == 400:
+        # Litestar raises a bare ClientException when the body does not decode.
+        code, message = "invalid_json", f"The request body is not valid JSON: {exc.detail}"
+    elif exc.status_code == 413:
+        code = "request_too_large"
+    elif exc.status_code == 405:
+        code = "method_not_allowed"
     return Response(
-        error_body(code, str(exc.detail)),
+        error_body(code, message),
         status_code=exc.status_code,
         headers=exc.headers,
         media_type=MediaType.JSON,
