@@ -1,0 +1,131 @@
+"""The README's promise: `dotshop up` runs the whole stack with no configuration, a newcomer
+gets a paid order with curl-like calls plus the stripe SDK, and `dotshop down` (or Ctrl-C)
+stops every part. Uses the default ports from CONTRACT.md, so it runs alone in its module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import stripe
+
+from tests.e2e.conftest import wait_for
+from tests.e2e.helpers import ADDRESS
+
+pytestmark = pytest.mark.slow
+
+PORTS = (8000, 8001, 12111, 12112)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def dotshop(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOTSHOP_HOME")}
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    if any(port_open(p) for p in PORTS):
+        pytest.fail(f"a default port {PORTS} is taken: stop the running stack first")
+    return tmp_path
+
+
+def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
+    started = dotshop(folder, "up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        stack = json.loads((folder / ".dotshop" / "stack.json").read_text())
+        assert set(stack) >= {"api", "stripe", "shopify", "console", "database_url", "admin_token"}
+        assert stack["api"]["us"] == "http://127.0.0.1:8000"
+        assert stack["stripe"]["webhook_secret"].startswith("whsec_")
+        assert stack["stripe"]["api_key"] not in started.stdout + started.stderr  # never printed
+        api = stack["api"]["us"]
+        assert httpx.get(f"{api}/healthz").status_code == 200
+        assert httpx.get(f"{stack['api']['eu']}/readyz").json()["region"] == "eu"
+
+        products = httpx.get(f"{api}/v1/products?limit=50").json()["data"]
+        sku = next(v["sku"] for p in products for v in p["variants"] if v["available"] > 2)
+        created = httpx.post(
+            f"{api}/v1/checkouts",
+            json={
+                "email": "new@example.com",
+                "lines": [{"sku": sku, "quantity": 1}],
+                "shipping_address": ADDRESS,
+            },
+            headers={"Idempotency-Key": "readme-demo-1"},
+            timeout=30,
+        ).json()
+        client = stripe.StripeClient(
+            stack["stripe"]["api_key"], base_addresses={"api": stack["stripe"]["api_base"]}
+        )
+        pi = client.v1.payment_intents.confirm(
+            created["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
+        )
+        assert pi.status == "succeeded"
+        order_url = f"{api}/v1/orders/{created['order_id']}"
+        wait_for(lambda: httpx.get(order_url).json()["status"] == "paid", timeout=30)
+        # The relay process pushes the paid order to Shopify on its own.
+        wait_for(
+            lambda: (
+                "pushed_to_shopify" in [e["kind"] for e in httpx.get(order_url).json()["timeline"]]
+            ),
+            timeout=30,
+        )
+        # Any dotshop command in this folder finds the running stack.
+        once = dotshop(folder, "relay", "--once", timeout=60)
+        assert once.returncode == 0, once.stderr
+    finally:
+        stopped = dotshop(folder, "down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+    wait_for(lambda: not any(port_open(p) for p in PORTS), timeout=20)
+    assert not (folder / ".dotshop" / "stack.json").exists()
+
+
+def test_up_in_foreground_stops_everything_on_ctrl_c(folder: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOTSHOP_HOME")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "up"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (folder / ".dotshop" / "stack.json").exists() or proc.poll() is not None,
+            timeout=180,
+        )
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert all(port_open(p) for p in PORTS)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not any(port_open(p) for p in PORTS), timeout=20)
+    time.sleep(0.2)
+    assert not (folder / ".dotshop" / "pids.json").exists()
