@@ -10,10 +10,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.orm import Session
 
 from checkout_api.checkouts import ERRORS, KeyHeader, order_out
-from checkout_api.deps import AppContext
+from checkout_api.deps import Ctx
 from checkout_api.idempotent import require_key, to_response
 from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
 from core import audit, checkout, orders, relay
@@ -44,7 +45,7 @@ class AdminController(Controller):
     tags = ["admin"]
 
     @get("/orders/{order_id:str}", sync_to_thread=True, summary="Look up an order")
-    def order(self, order_id: str, ctx: AppContext) -> OrderOut:
+    def order(self, order_id: FromPath[str], ctx: Ctx) -> OrderOut:
         with Session(ctx.engine) as session:
             return order_out(orders.view(session, order_id))
 
@@ -57,10 +58,10 @@ class AdminController(Controller):
     async def refund(
         self,
         request: Request,
-        order_id: str,
-        ctx: AppContext,
+        order_id: FromPath[str],
+        ctx: Ctx,
         idempotency_key: KeyHeader,
-        data: RefundCreate | None = None,
+        data: JSONBody[RefundCreate | None] = None,
     ) -> Response[bytes]:
         key = require_key(idempotency_key)
         body = await request.body()
@@ -84,7 +85,7 @@ class AdminController(Controller):
         sync_to_thread=True,
         summary="Retry a dead-lettered outbox message",
     )
-    def retry_outbox(self, request: Request, public_id: str, ctx: AppContext) -> dict[str, str]:
+    def retry_outbox(self, request: Request, public_id: FromPath[str], ctx: Ctx) -> dict[str, str]:
         with transaction(ctx.engine) as session:
             if not relay.retry_dead(session, public_id):
                 raise NotFound(f"no dead outbox message {public_id}", param="public_id")

@@ -8,10 +8,10 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody
 from sqlalchemy.orm import Session
 
-from checkout_api.deps import AppContext
+from checkout_api.deps import Ctx
 from checkout_api.idempotent import IDEMPOTENCY_KEY, require_key, to_response
 from checkout_api.schemas import (
     CheckoutCreate,
@@ -29,8 +29,8 @@ log = get_logger("checkout_api.checkouts")
 
 KeyHeader = Annotated[
     str | None,
-    Parameter(
-        header=IDEMPOTENCY_KEY,
+    HeaderParameter(
+        name=IDEMPOTENCY_KEY,
         required=False,
         description="Required. 1-255 printable ASCII characters; retries must reuse it.",
     ),
@@ -70,7 +70,7 @@ class CheckoutController(Controller):
         status_code=201,
     )
     async def create(
-        self, request: Request, data: CheckoutCreate, ctx: AppContext, idempotency_key: KeyHeader
+        self, request: Request, data: JSONBody[CheckoutCreate], ctx: Ctx, idempotency_key: KeyHeader
     ) -> Response[bytes]:
         key = require_key(idempotency_key)
         body = await request.body()
@@ -94,7 +94,11 @@ class CheckoutController(Controller):
         status_code=200,
     )
     async def cancel(
-        self, request: Request, checkout_id: str, ctx: AppContext, idempotency_key: KeyHeader
+        self,
+        request: Request,
+        checkout_id: FromPath[str],
+        ctx: Ctx,
+        idempotency_key: KeyHeader,
     ) -> Response[bytes]:
         key = require_key(idempotency_key)
         body = await request.body()
@@ -133,6 +137,6 @@ class OrderController(Controller):
         summary="An order's status and timeline",
         responses={404: ResponseSpec(ErrorBody, description="not_found")},
     )
-    def get_order(self, order_id: str, ctx: AppContext) -> OrderOut:
+    def get_order(self, order_id: FromPath[str], ctx: Ctx) -> OrderOut:
         with Session(ctx.engine) as session:
             return order_out(orders.view(session, order_id))

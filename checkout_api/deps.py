@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from litestar.di import NamedDependency
 from sqlalchemy import Engine
 
 from core.settings import Settings
@@ -15,3 +16,7 @@ class AppContext:
     settings: Settings
     engine: Engine
     gateway: StripeGateway
+
+
+# What handlers declare: `ctx: Ctx` (an explicit dependency, provided by the app).
+Ctx = NamedDependency[AppContext]

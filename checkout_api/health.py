@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from checkout_api.deps import AppContext
+from checkout_api.deps import Ctx
 from core import migrate
 from core.errors import DatabaseNotMigrated
 from core.observe import refresh_business_gauges
@@ -22,7 +22,7 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", sync_to_thread=True, include_in_schema=False)
-def readyz(ctx: AppContext) -> Response:
+def readyz(ctx: Ctx) -> Response:
     """The database answers and its schema is the one this code expects."""
     try:
         with ctx.engine.connect() as conn:
@@ -36,7 +36,7 @@ def readyz(ctx: AppContext) -> Response:
 
 
 @get("/metrics", sync_to_thread=True, include_in_schema=False)
-def metrics(ctx: AppContext) -> Response:
+def metrics(ctx: Ctx) -> Response:
     # On a database error the RED metrics still render; /readyz reports the database.
     with suppress(SQLAlchemyError):
         refresh_business_gauges(ctx.engine)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy.orm import Session
 
-from checkout_api.deps import AppContext
+from checkout_api.deps import Ctx
 from checkout_api.schemas import ProductOut, ProductPage, VariantOut
 from core import catalog
 
@@ -33,9 +33,9 @@ class ProductController(Controller):
     @get("/", sync_to_thread=True, summary="List products (cursor pagination)")
     def list_products(
         self,
-        ctx: AppContext,
-        limit: Annotated[int, Parameter(ge=1, le=catalog.MAX_PAGE_SIZE)] = 20,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        ctx: Ctx,
+        limit: Annotated[int, QueryParameter(ge=1, le=catalog.MAX_PAGE_SIZE)] = 20,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> ProductPage:
         with Session(ctx.engine) as session:
             views, next_cursor = catalog.list_products(
@@ -44,6 +44,6 @@ class ProductController(Controller):
         return ProductPage([_out(v) for v in views], next_cursor is not None, next_cursor)
 
     @get("/{handle:str}", sync_to_thread=True, summary="One product by handle")
-    def get_product(self, ctx: AppContext, handle: str) -> ProductOut:
+    def get_product(self, ctx: Ctx, handle: FromPath[str]) -> ProductOut:
         with Session(ctx.engine) as session:
             return _out(catalog.get_product(session, handle, currency=ctx.settings.currency))

@@ -11,7 +11,7 @@ import json
 import anyio
 from litestar import Request, post
 
-from checkout_api.deps import AppContext
+from checkout_api.deps import Ctx
 from core import payments, shopify_sync
 from core.db import transaction
 from core.errors import InvalidRequest, InvalidSignature, Unauthorized
@@ -22,7 +22,7 @@ log = get_logger("checkout_api.webhooks")
 
 
 @post("/webhooks/stripe", status_code=200, tags=["webhooks"], summary="Stripe events (signed)")
-async def stripe_webhook(request: Request, ctx: AppContext) -> dict[str, str]:
+async def stripe_webhook(request: Request, ctx: Ctx) -> dict[str, str]:
     body = await request.body()
     secret = ctx.settings.stripe_webhook_secret
     if secret is None:
@@ -46,7 +46,7 @@ def verify_shopify_hmac(body: bytes, presented: str | None, secret: str) -> None
 
 
 @post("/webhooks/shopify", status_code=200, tags=["webhooks"], summary="Shopify webhooks (HMAC)")
-async def shopify_webhook(request: Request, ctx: AppContext) -> dict[str, str]:
+async def shopify_webhook(request: Request, ctx: Ctx) -> dict[str, str]:
     body = await request.body()
     secret = ctx.settings.shopify_api_secret
     if secret is None:
