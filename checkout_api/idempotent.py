@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+
+import structlog
 from litestar import MediaType, Response
 
 from core.checkout import Outcome
@@ -13,15 +17,22 @@ REPLAYED = "Idempotent-Replayed"
 
 
 def require_key(value: str | None) -> str:
-    """The header's value, or a typed 400 (missing, or not 1-255 printable ASCII)."""
+    """The header's value, or a typed 400 (missing, or not 1-255 printable ASCII). The key
+    joins the request's log context."""
     if value is None or value == "":
         raise IdempotencyKeyMissing()
-    return validate_key(value)
+    key = validate_key(value)
+    structlog.contextvars.bind_contextvars(idempotency_key=key)
+    return key
 
 
 def to_response(outcome: Outcome) -> Response[bytes]:
     """The stored response byte for byte; a replay says so in `Idempotent-Replayed`."""
     headers = {REPLAYED: "true"} if outcome.replayed else {}
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        order_id = json.loads(outcome.body).get("order_id")
+        if order_id:
+            structlog.contextvars.bind_contextvars(order_id=order_id)
     return Response(
         outcome.body, status_code=outcome.status, headers=headers, media_type=MediaType.JSON
     )

@@ -33,12 +33,14 @@ from core.errors import (
 )
 from core.idempotency import External, KeyRecord, RecoveryPoint, Response, StoredResponse
 from core.ids import new_id
+from core.logs import get_logger
 from core.models import Order
 from core.payments import CANCEL_PAYMENT_INTENT, REFUND, order_key
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
 
 ORDER_CREATED = "order_created"
+log = get_logger("core.checkout")
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ def create_checkout(
                 payload={"order_id": order.id, "payment_intent_id": result.id},
             )
             return error_response(CheckoutExpired())
+        log.info("checkout_created", order_id=order.id, payment_intent_id=result.id)
         return Response(
             201, encode(checkout_body(key.state, result, orders.lines(session, order.id)))
         )

@@ -17,7 +17,7 @@ so release/commit/expire are idempotent and happen exactly once even when called
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -269,24 +269,20 @@ def rereserve_and_commit(session: Session, order_id: str) -> bool:
     return True
 
 
-def acknowledge(session: Session, order_id: str) -> int:
-    """Shopify accepted the order and decremented its own inventory: committed -> fulfilled.
+def acknowledge(session: Session, order_id: str, levels: Mapping[str, tuple[int, datetime]]) -> int:
+    """Shopify accepted the order: committed -> fulfilled.
 
-    `committed` and `shopify_available` drop together, so sellable does not jump up in the
-    moment before Shopify's own (lower) level reaches us."""
+    `levels` are Shopify's levels per SKU read *after* it accepted the order (so they include
+    its decrement), with their updated_at. Applying them in the same transaction, stale-aware,
+    keeps sellable exact whichever comes first: this acknowledgement or Shopify's own
+    inventory webhook (subtracting the quantity here instead would count it twice when the
+    webhook won the race)."""
     moved = _claim(session, order_id, COMMITTED, FULFILLED)
-    for line in moved:
-        session.execute(
-            update(Stock)
-            .where(Stock.sku == line.sku)
-            .values(
-                {
-                    Stock.committed: Stock.committed - line.quantity,
-                    Stock.shopify_available: Stock.shopify_available - line.quantity,
-                    Stock.updated_at: func.now(),
-                }
-            )
-        )
+    if not moved:
+        return 0
+    _adjust(session, moved, reserved=0, committed=-1)
+    for sku, (available, updated_at) in levels.items():
+        apply_shopify_level(session, sku, available, updated_at)
     return len(moved)
 
 

@@ -66,8 +66,8 @@ def product_data(p: dict[str, Any]) -> catalog.ProductData:
     )
 
 
-def apply_level(session: Session, level: dict[str, Any]) -> bool:
-    """One Shopify inventory level; False when stale or not one of our SKUs."""
+def record_level(session: Session, level: dict[str, Any]) -> bool:
+    """Store one Shopify inventory level (per item and location); False when it is stale."""
     item_id, location_id = int(level["inventory_item_id"]), int(level["location_id"])
     updated_at = parse_time(level["updated_at"])
     available = int(level.get("available") or 0)
@@ -93,17 +93,40 @@ def apply_level(session: Session, level: dict[str, Any]) -> bool:
         )
         .returning(InventoryLevel.shopify_inventory_item_id)
     ).scalar_one_or_none()
-    if row is None:
+    return row is not None
+
+
+def totals_by_sku(session: Session, skus: list[str]) -> dict[str, tuple[int, datetime]]:
+    """Shopify's available units per SKU over all locations, with the newest updated_at."""
+    rows = session.execute(
+        select(
+            Variant.sku,
+            func.sum(InventoryLevel.available),
+            func.max(InventoryLevel.shopify_updated_at),
+        )
+        .join(
+            InventoryLevel,
+            InventoryLevel.shopify_inventory_item_id == Variant.shopify_inventory_item_id,
+        )
+        .where(Variant.sku.in_(skus))
+        .group_by(Variant.sku)
+    ).all()
+    return {sku: (int(total), at) for sku, total, at in rows}
+
+
+def apply_level(session: Session, level: dict[str, Any]) -> bool:
+    """One Shopify inventory level into the projection; False when stale or not ours."""
+    if not record_level(session, level):
         return False
-    sku = session.scalar(select(Variant.sku).where(Variant.shopify_inventory_item_id == item_id))
-    if sku is None:
-        return False
-    total = session.scalar(
-        select(func.sum(InventoryLevel.available)).where(
-            InventoryLevel.shopify_inventory_item_id == item_id
+    sku = session.scalar(
+        select(Variant.sku).where(
+            Variant.shopify_inventory_item_id == int(level["inventory_item_id"])
         )
     )
-    return inventory.apply_shopify_level(session, sku, int(total or 0), updated_at)
+    if sku is None:
+        return False
+    available, updated_at = totals_by_sku(session, [sku])[sku]
+    return inventory.apply_shopify_level(session, sku, available, updated_at)
 
 
 def load_catalog(engine: Engine, gateway: ShopifyGateway, location_id: int) -> int:
@@ -150,8 +173,8 @@ def accept_webhook(session: Session, *, event_id: str, topic: str, payload: dict
 class OrderPusher:
     """The outbox handler for `shopify.push_order`."""
 
-    def __init__(self, engine: Engine, gateway: ShopifyGateway) -> None:
-        self.engine, self.gateway = engine, gateway
+    def __init__(self, engine: Engine, gateway: ShopifyGateway, location_id: int) -> None:
+        self.engine, self.gateway, self.location_id = engine, gateway, location_id
 
     def __call__(self, message: Message) -> None:
         order_id = message.payload["order_id"]
@@ -160,7 +183,8 @@ class OrderPusher:
             if order.shopify_order_id is not None:
                 return
             lines = session.execute(
-                select(Variant.shopify_variant_id, OrderLine.quantity)
+                select(Variant.sku, Variant.shopify_inventory_item_id, Variant.shopify_variant_id)
+                .add_columns(OrderLine.quantity)
                 .join(Variant, Variant.sku == OrderLine.sku)
                 .where(OrderLine.order_id == order_id)
             ).all()
@@ -171,14 +195,22 @@ class OrderPusher:
         shopify_id = self.gateway.find_order_by_reference(order_id, since_id)
         if shopify_id is None:
             shopify_id = self.gateway.create_order(
-                reference=order_id, email=email, currency=currency, lines=[(v, q) for v, q in lines]
+                reference=order_id,
+                email=email,
+                currency=currency,
+                lines=[(variant, qty) for _, _, variant, qty in lines],
             )
+        # Shopify's levels now include this order; they land with the acknowledgement.
+        items = {item: sku for sku, item, _, _ in lines}
+        levels = self.gateway.inventory_levels(list(items), self.location_id)
         with transaction(self.engine) as session:
             order = orders.lock(session, order_id)
             if order.shopify_order_id is not None:
                 return
             order.shopify_order_id = shopify_id
-            inventory.acknowledge(session, order_id)
+            for level in levels:  # the full row (per location) for the projection's history
+                record_level(session, level)
+            inventory.acknowledge(session, order_id, totals_by_sku(session, list(items.values())))
             orders.add_event(
                 session, order_id, "pushed_to_shopify", {"shopify_order_id": shopify_id}
             )
@@ -204,5 +236,9 @@ def register_handlers(handlers: Handlers) -> None:
     from core.settings import get_settings
 
     settings = get_settings()
-    pusher = OrderPusher(engine_for(database_url(settings)), ShopifyGateway.from_settings(settings))
+    pusher = OrderPusher(
+        engine_for(database_url(settings)),
+        ShopifyGateway.from_settings(settings),
+        settings.shopify_location_id,
+    )
     handlers.register(PUSH_ORDER_TO_SHOPIFY, pusher)

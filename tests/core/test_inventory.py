@@ -250,9 +250,11 @@ def test_commit_acknowledge_and_release_committed_move_stock_once(clean_engine: 
     # A committed order is no longer held: release does nothing to it.
     assert in_txn(clean_engine, lambda s: inventory.release(s, paid)) == 0
 
-    # Shopify accepted it: committed and Shopify's level drop together; sellable stays 2.
-    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid)) == 1
-    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid)) == 0
+    # Shopify accepted it and now says 3: committed drops and that level lands together, so
+    # sellable stays 2.
+    after = {"A": (3, LATER)}
+    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid, after)) == 1
+    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid, after)) == 0
     assert counts(clean_engine, "A") == (3, 1, 0) and level(clean_engine, "A").sellable == 2
     assert statuses(clean_engine, paid) == [("A", "fulfilled", 2)]
 
@@ -263,6 +265,22 @@ def test_commit_acknowledge_and_release_committed_move_stock_once(clean_engine: 
     assert in_txn(clean_engine, lambda s: inventory.release_committed(s, refunded)) == 0
     assert counts(clean_engine, "A") == (3, 0, 0)
     assert statuses(clean_engine, refunded) == [("A", "released", 1)]
+
+
+def test_acknowledge_after_shopify_webhook_does_not_count_the_order_twice(
+    clean_engine: Engine,
+) -> None:
+    seed_skus(clean_engine, {"A": 5})
+    (paid,) = seed_orders(clean_engine, 1)
+    reserve(clean_engine, paid, [Line("A", 2)])
+    in_txn(clean_engine, lambda s: inventory.commit(s, paid))
+    # Shopify's inventory webhook (5 - 2 = 3) wins the race against our acknowledgement.
+    in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "A", 3, LATER))
+    assert counts(clean_engine, "A") == (3, 0, 2)
+    # The level read after the push is the same (or older): it changes nothing more.
+    older = {"A": (3, LATER - timedelta(seconds=1))}
+    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid, older)) == 1
+    assert counts(clean_engine, "A") == (3, 0, 0) and level(clean_engine, "A").sellable == 3
 
 
 # ---------------------------------------------------------------------------------- expiry

@@ -71,7 +71,7 @@ class Stack:
         handlers = Handlers()
         StripeEffects(self.engine, self.stripe_gateway()).register(handlers)
         handlers.register(
-            "shopify.push_order", shopify_sync.OrderPusher(self.engine, self.shopify_gateway())
+            "shopify.push_order", shopify_sync.OrderPusher(self.engine, self.shopify_gateway(), 1)
         )
         return handlers
 

@@ -3,6 +3,9 @@ sandbox, let the signed webhooks land; then check order, stock, ledger and Shopi
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import httpx
 import pytest
 import stripe
@@ -93,3 +96,71 @@ def test_declined_card_releases_the_hold(stack: Stack) -> None:
     got = wait_for(lambda: (o := order(stack, body["order_id"]))["status"] == "cancelled" and o)
     assert got["cancel_reason"] == "payment_failed"
     assert stock(stack, sku) == before
+
+
+def test_logs_carry_request_order_and_key_but_no_secrets(stack: Stack) -> None:
+    from tests.e2e.conftest import (
+        ADMIN_TOKEN,
+        SHOPIFY_SECRET,
+        SHOPIFY_TOKEN,
+        STRIPE_KEY,
+        WEBHOOK_SECRET,
+    )
+
+    sku = a_sku_with_stock(stack)
+    key = f"log-check-{uuid.uuid4()}"
+    response = checkout(stack, [{"sku": sku, "quantity": 1}], key=key)
+    assert response.status_code == 201
+    request_id = response.headers["X-Request-Id"]
+    body = response.json()
+    api_log = next(p for p in stack.processes if p.log_path.endswith("api-us.log")).output()
+    lines = [json.loads(line) for line in api_log.splitlines() if line.startswith("{")]
+    http = [
+        ln
+        for ln in lines
+        if ln.get("event") == "http_request" and ln.get("request_id") == request_id
+    ]
+    assert len(http) == 1
+    assert http[0]["idempotency_key"] == key and http[0]["order_id"] == body["order_id"]
+    assert http[0]["route"] == "/v1/checkouts" and http[0]["status"] == 201
+    created = [
+        ln
+        for ln in lines
+        if ln.get("event") == "checkout_created" and ln.get("request_id") == request_id
+    ]
+    assert (
+        created
+        and created[0]["order_id"] == body["order_id"]
+        and created[0]["idempotency_key"] == key
+    )
+    for secret in (
+        STRIPE_KEY,
+        WEBHOOK_SECRET,
+        SHOPIFY_TOKEN,
+        SHOPIFY_SECRET,
+        ADMIN_TOKEN,
+        body["payment"]["client_secret"],
+    ):
+        assert secret not in api_log
+
+
+def test_metrics_expose_red_and_business_series(stack: Stack) -> None:
+    sku = a_sku_with_stock(stack)
+    assert checkout(stack, [{"sku": sku, "quantity": 1}]).status_code == 201
+    assert checkout(stack, [{"sku": "NOPE", "quantity": 1}]).status_code == 404
+    text = httpx.get(f"{stack.api['us']}/metrics", timeout=10).text
+    assert (
+        'dotshop_http_requests_total{method="POST",route="/v1/checkouts",service="checkout_api",status="201"}'
+        in text
+    )
+    assert (
+        'dotshop_http_request_duration_seconds_bucket{le="0.5",method="POST",route="/v1/checkouts"'
+        in text
+    )
+    assert 'dotshop_checkouts_total{outcome="created",region="us"}' in text
+    assert 'dotshop_checkouts_total{outcome="unknown_sku",region="us"}' in text
+    reserved = stack.scalar("SELECT sum(reserved) FROM stock")
+    assert f"dotshop_reserved_units {float(reserved)}" in text
+    assert (
+        "dotshop_outbox_pending " in text and "dotshop_outbox_oldest_pending_age_seconds " in text
+    )
