@@ -138,6 +138,14 @@ def sandbox(
         str | None, typer.Option(help="Subscribe every Shopify topic to this address.")
     ] = None,
     demo_catalog: Annotated[bool, typer.Option(help="Seed the demo catalog.")] = True,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A fault both stand-ins start with, KEY=VALUE (repeatable), e.g. "
+            "error_rate=0.1, error_status=503, latency_ms=50, webhook_duplicate_rate=0.5, "
+            "webhook_reorder=true. Change them later through POST /_sandbox/faults."
+        ),
+    ] = None,
 ) -> None:
     """Run the sandbox Stripe and Shopify servers (credentials from the environment)."""
     import os
@@ -145,6 +153,7 @@ def sandbox(
     from sandbox.options import SandboxOptions
     from sandbox.server import serve
 
+    faults = _parse_faults(fault or [])
     defaults = SandboxOptions()
     options = SandboxOptions(
         seed=seed,
@@ -158,8 +167,30 @@ def sandbox(
         shopify_shop=os.environ.get("SHOPIFY_SHOP", defaults.shopify_shop),
         shopify_webhook_url=shopify_webhook_url,
         demo_catalog=demo_catalog,
+        faults=faults,
     )
+    from sandbox.faults import Faults
+
+    try:
+        Faults(seed, faults)  # refuse bad settings here, with a clear message
+    except (TypeError, ValueError) as exc:
+        fail(f"invalid --fault: {exc}")
     serve(stripe_port=stripe_port, shopify_port=shopify_port, options=options)
+
+
+def _parse_faults(pairs: list[str]) -> dict[str, object]:
+    import json
+
+    faults: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"--fault takes KEY=VALUE, not {pair!r}")
+        try:
+            faults[key] = json.loads(raw)
+        except ValueError:
+            faults[key] = raw
+    return faults
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

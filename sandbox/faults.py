@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -55,11 +56,13 @@ class FaultConfig:
 class Faults:
     """The current fault configuration and the seeded random source behind it."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, initial: Mapping[str, Any] | None = None) -> None:
         self._lock = threading.Lock()
         self.seed = seed
         self._rng = random.Random(seed)
         self.config = FaultConfig()
+        if initial:
+            self.configure(**initial)
 
     def configure(self, **changes: Any) -> FaultConfig:
         known = {f.name for f in fields(FaultConfig)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_STRIPE_API_KEY = "sk_test_dotshop_sandbox"
 DEFAULT_STRIPE_WEBHOOK_SECRET = "whsec_dotshop_sandbox"
@@ -26,3 +27,5 @@ class SandboxOptions:
     shopify_webhook_url: str | None = None
     # Seed the demo catalog (fashion, beauty, jewelry) into the Shopify stand-in.
     demo_catalog: bool = True
+    # Fault settings (FaultConfig fields) both stand-ins start with, e.g. from `--fault`.
+    faults: dict[str, Any] = field(default_factory=dict)

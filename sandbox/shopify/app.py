@@ -43,7 +43,7 @@ class ShopifySandbox:
     def __init__(self, options: SandboxOptions, clock: Callable[[], float] | None = None) -> None:
         self.options = options
         self.shop_domain = options.shopify_shop
-        self.faults = Faults(options.seed)
+        self.faults = Faults(options.seed, options.faults)
         self.dispatcher = WebhookDispatcher(self.faults)
         self.store = ShopStore(shop_domain=options.shopify_shop)
         self.publisher = WebhookPublisher(
@@ -61,6 +61,7 @@ class ShopifySandbox:
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self.reset(seed=options.seed, with_catalog=options.demo_catalog)
+        self.faults.configure(**options.faults)  # start-up faults survive the initial reset
 
     def reset(self, seed: int | None = None, with_catalog: bool | None = None) -> None:
         """Forget everything, then seed again: as if the process had just started."""

@@ -189,5 +189,5 @@ class StripeApp:
 
 def create_app(options: SandboxOptions) -> FaultMiddleware:
     """The sandbox Stripe ASGI app, wrapped in the shared fault middleware."""
-    faults = Faults(seed=options.seed)
+    faults = Faults(options.seed, options.faults)
     return FaultMiddleware(StripeApp(Account(options, faults)), faults)
