@@ -60,11 +60,13 @@ def mark(session: Session, inbox_id: int, status: str, error: str | None = None)
 def flagged(
     session: Session, *, provider: str, limit: int = 100, reason_prefix: str | None = None
 ) -> list[InboxEvent]:
-    """Flagged events, oldest first, locked so that two sweepers never apply one twice."""
+    """Flagged events, least retried first (then oldest), locked so that two sweepers never
+    apply one twice. Every retry counts an attempt, so events that can never be applied (a
+    PaymentIntent of another integration) cannot keep a batch from reaching newer ones."""
     query = (
         select(WebhookInbox)
         .where(WebhookInbox.provider == provider, WebhookInbox.status == FLAGGED)
-        .order_by(WebhookInbox.id)
+        .order_by(WebhookInbox.attempts, WebhookInbox.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -74,3 +76,13 @@ def flagged(
         InboxEvent(r.id, r.provider, r.event_id, r.event_type, r.payload, r.status, r.error)
         for r in session.scalars(query)
     ]
+
+
+def statuses(session: Session, inbox_ids: list[int]) -> dict[int, str]:
+    """The current status of each of these inbox rows."""
+    if not inbox_ids:
+        return {}
+    rows = session.execute(
+        select(WebhookInbox.id, WebhookInbox.status).where(WebhookInbox.id.in_(inbox_ids))
+    ).all()
+    return {row_id: status for row_id, status in rows}

@@ -204,10 +204,22 @@ def apply_charge_refunded(session: Session, charge: dict[str, Any]) -> None:
         inventory.release_committed(session, order.id)
 
 
+def _dispute_fees(dispute: dict[str, Any]) -> tuple[int, int]:
+    """(fee withdrawn when the dispute opened, fee returned when it was won).
+
+    A closed dispute also carries the reinstatement (amount > 0, fee < 0): summing every fee
+    would post a fee of 0 when `closed` is applied before `created`, and counting none back
+    on a win would keep a fee Stripe returned, so the ledger would depend on delivery order."""
+    bts = dispute.get("balance_transactions") or []
+    withdrawn = sum(bt.get("fee", 0) for bt in bts if bt.get("amount", 0) < 0)
+    returned = -sum(bt.get("fee", 0) for bt in bts if bt.get("amount", 0) > 0)
+    return withdrawn, max(returned, 0)
+
+
 def _dispute_created(session: Session, dispute: dict[str, Any]) -> None:
     order = _order_for(session, dispute)
     _require_paid(order)
-    fee = sum(bt.get("fee", 0) for bt in dispute.get("balance_transactions") or [])
+    fee, _ = _dispute_fees(dispute)
     posted = ledger.post(
         session,
         source=f"dispute:{dispute['id']}",
@@ -240,7 +252,9 @@ def _dispute_closed(session: Session, dispute: dict[str, Any]) -> None:
             session,
             source=f"dispute_won:{dispute['id']}",
             kind="dispute_won",
-            postings=ledger.dispute_won_postings(dispute["amount"], dispute["currency"]),
+            postings=ledger.dispute_won_postings(
+                dispute["amount"], dispute["currency"], _dispute_fees(dispute)[1]
+            ),
             occurred_at=datetime.now(UTC),
             order_id=order.id,
             description=f"Stripe dispute {dispute['id']} won",
@@ -312,8 +326,11 @@ def _apply_deferred(session: Session, order: Order) -> None:
 
 def retry_flagged(session: Session, limit: int = 100) -> int:
     """Re-apply flagged events (e.g. an unknown PaymentIntent that a checkout recorded since)."""
-    applied = 0
-    for event in inbox.flagged(session, provider="stripe", limit=limit):
-        if apply_event(session, event) == inbox.PROCESSED:
-            applied += 1
-    return applied
+    batch = inbox.flagged(session, provider="stripe", limit=limit)
+    for event in batch:
+        # A payment applied earlier in this batch already applied the events that waited for
+        # it (`_apply_deferred`); those must not be applied (and counted) a second time.
+        if inbox.statuses(session, [event.id]).get(event.id) == inbox.FLAGGED:
+            apply_event(session, event)
+    done = inbox.statuses(session, [e.id for e in batch])
+    return sum(1 for status in done.values() if status == inbox.PROCESSED)

@@ -1,0 +1,346 @@
+"""Checkout's atomic phases against a real sandbox Stripe process and a real PostgreSQL: a crash
+or an outage between phases resumes at `order_created` with the same order, the same hold and
+the same PaymentIntent; final answers are stored and replayed byte for byte."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from core import catalog, inventory, orders, payments, sweeper
+from core.catalog import ProductData, VariantData
+from core.checkout import ORDER_CREATED, CheckoutRequest, Outcome, create_checkout
+from core.db import transaction
+from core.errors import ProviderUnavailable
+from core.models import IdempotencyKey, Order, OutboxMessage
+from core.settings import Settings
+from core.stripe_gateway import PaymentIntentRef, StripeGateway
+from sandbox.options import DEFAULT_STRIPE_API_KEY
+from tests.processes import Process
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+UNIT_PRICE = 2500
+# The sandbox, like Stripe, refuses amounts above 99,999,999 minor units (amount_too_large).
+TOO_DEAR = 60_000_000
+EMAIL = "buyer@example.com"
+ADDRESS = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
+_numbers = itertools.count(1)
+
+
+class Crashed(Exception):
+    """The process died (here: raised) after Stripe answered, before we recorded the answer."""
+
+
+class CrashAfterStripe:
+    """Fault injection around the real gateway: Stripe really creates the PaymentIntent, then
+    the "process" dies before the phase that records it."""
+
+    def __init__(self, real: StripeGateway) -> None:
+        self.real = real
+        self.created: list[PaymentIntentRef] = []
+
+    def create_payment_intent(self, **params: Any) -> PaymentIntentRef:
+        self.created.append(self.real.create_payment_intent(**params))
+        raise Crashed("crashed between Stripe's answer and recording it")
+
+
+# ------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def stripe_base(sandbox: Process) -> str:
+    return sandbox.urls["stripe"]
+
+
+@pytest.fixture(scope="module")
+def settings(stripe_base: str) -> Settings:
+    return Settings(
+        region="us",
+        primary_region="us",
+        reservation_ttl=900,
+        stripe_api_key=DEFAULT_STRIPE_API_KEY,
+        stripe_api_base=stripe_base,
+        stripe_timeout=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(stripe_base: str) -> StripeGateway:
+    # No SDK retries: an injected outage is seen at once, and the test stays fast.
+    return StripeGateway(DEFAULT_STRIPE_API_KEY, stripe_base, timeout=5, max_network_retries=0)
+
+
+@pytest.fixture
+def outage(stripe_base: str) -> Iterator[Any]:
+    """Turn Stripe faults on (`outage(error_rate=1.0, ...)`); always off again afterwards."""
+
+    def configure(**config: Any) -> None:
+        response = httpx.post(f"{stripe_base}/_sandbox/faults", json=config, timeout=10)
+        assert response.status_code == 200, response.text
+
+    try:
+        yield configure
+    finally:
+        configure(error_rate=0.0, error_phase="before")
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def seed_sku(engine: Engine, available: int, price: int = UNIT_PRICE) -> str:
+    n = next(_numbers)
+    sku = f"CHK-{n:04d}"
+    with transaction(engine) as s:
+        catalog.upsert_product(
+            s,
+            ProductData(
+                shopify_product_id=10_000 + n,
+                handle=f"checkout-{n}",
+                title=f"Checkout product {n}",
+                updated_at=T0,
+                variants=[VariantData(sku, sku, 10_000 + n, 10_000 + n, {"usd": price})],
+            ),
+        )
+        inventory.upsert_stock(s, sku, available, T0)
+    return sku
+
+
+def checkout(
+    engine: Engine, gateway: Any, settings: Settings, key: str, lines: dict[str, int]
+) -> Outcome:
+    body = json.dumps(
+        {
+            "email": EMAIL,
+            "lines": [{"sku": sku, "quantity": qty} for sku, qty in lines.items()],
+            "shipping_address": ADDRESS,
+        }
+    ).encode()
+    request = CheckoutRequest(
+        EMAIL, [inventory.Line(sku, qty) for sku, qty in lines.items()], ADDRESS
+    )
+    return create_checkout(
+        engine, gateway, settings, idempotency_key=key, body=body, request=request
+    )
+
+
+def key_row(engine: Engine, key: str) -> IdempotencyKey:
+    with Session(engine) as s:
+        row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key == key))
+    assert row is not None
+    return row
+
+
+def stock(engine: Engine, sku: str) -> tuple[int, int, int]:
+    with Session(engine) as s:
+        level = inventory.stock_snapshot(s, sku)
+    assert level is not None
+    return level.reserved, level.committed, level.sellable
+
+
+def order_count(engine: Engine) -> int:
+    with Session(engine) as s:
+        return s.scalar(select(func.count()).select_from(Order))
+
+
+def stripe_intents(stripe_base: str, order_id: str) -> list[dict[str, Any]]:
+    """The sandbox's PaymentIntents made for one of our orders."""
+    state = httpx.get(f"{stripe_base}/_sandbox/state", timeout=10).json()
+    return [
+        pi
+        for pi in state["payment_intents"]
+        if (pi.get("metadata") or {}).get("order_id") == order_id
+    ]
+
+
+def assert_replayed(
+    engine: Engine, gateway: Any, settings: Settings, key: str, first: Outcome, lines: dict
+) -> None:
+    again = checkout(engine, gateway, settings, key, lines)
+    assert (again.status, again.body, again.replayed) == (first.status, first.body, True)
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+def test_crash_after_stripe_created_the_intent_resumes_with_the_same_intent(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings, stripe_base: str
+) -> None:
+    sku = seed_sku(clean_engine, available=5)
+    crashing = CrashAfterStripe(gateway)
+
+    with pytest.raises(Crashed):
+        checkout(clean_engine, crashing, settings, "key-crash", {sku: 2})
+
+    row = key_row(clean_engine, "key-crash")
+    assert (row.recovery_point, row.locked_at) == (ORDER_CREATED, None)
+    order_id = row.state["order_id"]
+    (created,) = crashing.created
+    with Session(clean_engine) as s:
+        order = s.get(Order, order_id)
+        assert (order.status, order.payment_intent_id) == (orders.AWAITING_PAYMENT, None)
+    assert stock(clean_engine, sku) == (2, 0, 3)
+    assert [pi["id"] for pi in stripe_intents(stripe_base, order_id)] == [created.id]
+
+    done = checkout(clean_engine, gateway, settings, "key-crash", {sku: 2})
+
+    assert (done.status, done.replayed) == (201, False)
+    body = json.loads(done.body)
+    assert body["order_id"] == order_id
+    assert body["payment"]["payment_intent_id"] == created.id
+    assert body["payment"]["client_secret"] == created.client_secret
+    assert (body["status"], body["amount"], body["currency"]) == ("awaiting_payment", 5000, "usd")
+    assert body["lines"] == [{"sku": sku, "quantity": 2}]
+    (pi,) = stripe_intents(stripe_base, order_id)
+    assert (pi["id"], pi["amount"], pi["currency"]) == (created.id, 5000, "usd")
+    assert order_count(clean_engine) == 1
+    assert stock(clean_engine, sku) == (2, 0, 3)  # held once
+    with Session(clean_engine) as s:
+        assert s.get(Order, order_id).payment_intent_id == created.id
+        assert [h.status for h in inventory.holds(s, order_id)] == [inventory.HELD]
+    row = key_row(clean_engine, "key-crash")
+    assert (row.recovery_point, row.locked_at, row.response_status) == ("finished", None, 201)
+    assert_replayed(clean_engine, gateway, settings, "key-crash", done, {sku: 2})
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_stripe_outage_leaves_the_hold_and_the_retry_succeeds(
+    clean_engine: Engine,
+    gateway: StripeGateway,
+    settings: Settings,
+    stripe_base: str,
+    outage: Any,
+    phase: str,
+) -> None:
+    # "after": Stripe created the PaymentIntent but its answer was lost on the way back.
+    sku = seed_sku(clean_engine, available=3)
+    outage(error_rate=1.0, error_status=503, error_phase=phase)
+
+    with pytest.raises(ProviderUnavailable):
+        checkout(clean_engine, gateway, settings, f"key-outage-{phase}", {sku: 1})
+
+    row = key_row(clean_engine, f"key-outage-{phase}")
+    assert (row.recovery_point, row.locked_at, row.response_status) == (ORDER_CREATED, None, None)
+    order_id = row.state["order_id"]
+    with Session(clean_engine) as s:
+        assert s.get(Order, order_id).status == orders.AWAITING_PAYMENT
+    assert stock(clean_engine, sku) == (1, 0, 2)
+    made_during_outage = [pi["id"] for pi in stripe_intents(stripe_base, order_id)]
+    assert len(made_during_outage) == (1 if phase == "after" else 0)
+
+    outage(error_rate=0.0)
+    done = checkout(clean_engine, gateway, settings, f"key-outage-{phase}", {sku: 1})
+
+    assert (done.status, done.replayed) == (201, False)
+    body = json.loads(done.body)
+    assert body["order_id"] == order_id
+    intents = [pi["id"] for pi in stripe_intents(stripe_base, order_id)]
+    assert intents == [body["payment"]["payment_intent_id"]]
+    if made_during_outage:
+        assert intents == made_during_outage
+    assert order_count(clean_engine) == 1
+    assert stock(clean_engine, sku) == (1, 0, 2)
+    assert_replayed(clean_engine, gateway, settings, f"key-outage-{phase}", done, {sku: 1})
+
+
+def test_an_outage_outlasting_the_hold_ends_as_checkout_expired(
+    clean_engine: Engine,
+    gateway: StripeGateway,
+    settings: Settings,
+    stripe_base: str,
+    outage: Any,
+) -> None:
+    sku = seed_sku(clean_engine, available=2)
+    outage(error_rate=1.0, error_status=503)
+    with pytest.raises(ProviderUnavailable):
+        checkout(clean_engine, gateway, settings, "key-late", {sku: 2})
+    outage(error_rate=0.0)
+    order_id = key_row(clean_engine, "key-late").state["order_id"]
+    later = datetime.now(UTC) + timedelta(seconds=settings.reservation_ttl + 60)
+    assert sweeper.expire_holds(clean_engine, later) == 1
+    assert stock(clean_engine, sku) == (0, 0, 2)
+
+    late = checkout(clean_engine, gateway, settings, "key-late", {sku: 2})
+
+    assert late.status == 409
+    assert json.loads(late.body)["error"]["code"] == "checkout_expired"
+    (pi,) = stripe_intents(stripe_base, order_id)
+    with Session(clean_engine) as s:
+        order = s.get(Order, order_id)
+        assert (order.status, order.cancel_reason) == (orders.CANCELLED, "expired")
+        assert order.payment_intent_id == pi["id"]  # a late webhook still finds the order
+        cancel = s.scalars(
+            select(OutboxMessage.payload).where(
+                OutboxMessage.topic == payments.CANCEL_PAYMENT_INTENT
+            )
+        ).all()
+    assert cancel == [{"order_id": order_id, "payment_intent_id": pi["id"]}]
+    assert stock(clean_engine, sku) == (0, 0, 2)
+    assert_replayed(clean_engine, gateway, settings, "key-late", late, {sku: 2})
+
+
+def test_stripe_refusal_is_a_stored_502_and_releases_the_hold(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings, stripe_base: str
+) -> None:
+    sku = seed_sku(clean_engine, available=4, price=TOO_DEAR)
+
+    refused = checkout(clean_engine, gateway, settings, "key-refused", {sku: 2})
+
+    assert (refused.status, refused.replayed) == (502, False)
+    error = json.loads(refused.body)["error"]
+    assert (error["code"], error["stripe_code"]) == ("payment_provider_error", "amount_too_large")
+    row = key_row(clean_engine, "key-refused")
+    assert (row.recovery_point, row.locked_at) == ("finished", None)
+    order_id = row.state["order_id"]
+    with Session(clean_engine) as s:
+        order = s.get(Order, order_id)
+        assert (order.status, order.cancel_reason) == (orders.CANCELLED, "payment_provider_error")
+        assert [h.status for h in inventory.holds(s, order_id)] == [inventory.RELEASED]
+    assert stock(clean_engine, sku) == (0, 0, 4)
+    assert stripe_intents(stripe_base, order_id) == []
+    assert_replayed(clean_engine, gateway, settings, "key-refused", refused, {sku: 2})
+    assert stock(clean_engine, sku) == (0, 0, 4)
+
+
+def test_insufficient_stock_is_a_stored_409_replayed_byte_for_byte(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings
+) -> None:
+    sku = seed_sku(clean_engine, available=1)
+
+    short = checkout(clean_engine, gateway, settings, "key-short", {sku: 2})
+
+    assert (short.status, short.replayed) == (409, False)
+    error = json.loads(short.body)["error"]
+    assert error["code"] == "insufficient_stock"
+    assert error["skus"] == [{"sku": sku, "requested": 2, "available": 1}]
+    assert order_count(clean_engine) == 0
+    assert stock(clean_engine, sku) == (0, 0, 1)
+    # Stock arriving later does not change a stored answer.
+    with transaction(clean_engine) as s:
+        inventory.apply_shopify_level(s, sku, 10, T0.replace(hour=13))
+    assert_replayed(clean_engine, gateway, settings, "key-short", short, {sku: 2})
+    assert order_count(clean_engine) == 0
+
+
+def test_unknown_sku_is_a_stored_404_replayed_byte_for_byte(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings
+) -> None:
+    known = seed_sku(clean_engine, available=5)
+
+    unknown = checkout(clean_engine, gateway, settings, "key-unknown", {known: 1, "NOPE-1": 1})
+
+    assert (unknown.status, unknown.replayed) == (404, False)
+    error = json.loads(unknown.body)["error"]
+    assert (error["code"], error["skus"]) == ("unknown_sku", ["NOPE-1"])
+    assert order_count(clean_engine) == 0
+    assert stock(clean_engine, known) == (0, 0, 5)
+    assert_replayed(
+        clean_engine, gateway, settings, "key-unknown", unknown, {known: 1, "NOPE-1": 1}
+    )
