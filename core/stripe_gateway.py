@@ -17,7 +17,10 @@ from core.errors import (
     PaymentProviderError,
     ProviderUnavailable,
 )
+from core.logs import get_logger
 from core.settings import Settings
+
+log = get_logger("core.stripe_gateway")
 
 # Default for DOTSHOP_STRIPE_TIMEOUT: a checkout waits at most this long for Stripe before
 # answering 503 (the client retries with the same Idempotency-Key and resumes where it stopped).
@@ -44,6 +47,11 @@ def _ref(pi: Any) -> PaymentIntentRef:
 
 def _translate(exc: stripe.StripeError) -> DotshopError:
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError):
+        return ProviderUnavailable(request_id=exc.request_id)
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        # Our key is wrong or revoked: an operator fixes it, and the checkout should wait for
+        # that (503, hold kept) rather than be cancelled as if Stripe had refused the payment.
+        log.error("stripe_credentials_refused", request_id=exc.request_id)
         return ProviderUnavailable(request_id=exc.request_id)
     if isinstance(exc, stripe.IdempotencyError):
         return Conflict("Stripe saw this idempotency key with other parameters")

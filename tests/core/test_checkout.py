@@ -344,3 +344,18 @@ def test_unknown_sku_is_a_stored_404_replayed_byte_for_byte(
     assert_replayed(
         clean_engine, gateway, settings, "key-unknown", unknown, {known: 1, "NOPE-1": 1}
     )
+
+
+def test_a_refused_stripe_key_keeps_the_hold_and_answers_retry_later(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings, stripe_base: str
+) -> None:
+    sku = seed_sku(clean_engine, available=2)
+    wrong_key = StripeGateway("sk_test_revoked", stripe_base, timeout=5, max_network_retries=0)
+    with pytest.raises(ProviderUnavailable):
+        checkout(clean_engine, wrong_key, settings, "key-bad-credentials", {sku: 1})
+    row = key_row(clean_engine, "key-bad-credentials")
+    assert (row.recovery_point, row.locked_at) == (ORDER_CREATED, None)
+    assert stock(clean_engine, sku) == (1, 0, 1)
+    # The operator fixes the key; the client's retry completes the same checkout.
+    done = checkout(clean_engine, gateway, settings, "key-bad-credentials", {sku: 1})
+    assert done.status == 201 and json.loads(done.body)["order_id"] == row.state["order_id"]

@@ -206,6 +206,8 @@ def test_admin_refunds_partial_then_rest_idempotently(stack: Stack) -> None:
     stack.settle()
     got = order(stack, body["order_id"])
     assert got["status"] == "refunded" and got["refunded"] == amount
+    looked_up = admin(stack, "GET", f"/admin/v1/orders/{body['order_id']}")
+    assert looked_up.status_code == 200 and looked_up.json() == got
     refunds = stack.stripe_client().v1.refunds.list(
         {"payment_intent": body["payment"]["payment_intent_id"]}
     )
