@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core import catalog, idempotency, inventory, orders, outbox
+from core import catalog, idempotency, inventory, orders
 from core.errors import (
     CheckoutExpired,
     Conflict,
@@ -35,7 +35,7 @@ from core.idempotency import External, KeyRecord, RecoveryPoint, Response, Store
 from core.ids import new_id
 from core.logs import get_logger
 from core.models import Order
-from core.payments import CANCEL_PAYMENT_INTENT, REFUND, order_key
+from core.payments import enqueue_cancel_payment_intent, enqueue_refund
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
 
@@ -186,8 +186,7 @@ def create_checkout(
         order = orders.lock(session, key.state["order_id"])
         if isinstance(result, PaymentProviderError):
             inventory.release(session, order.id)
-            order.cancel_reason = "payment_provider_error"
-            orders.transition(session, order, orders.CANCELLED, "cancelled", result.to_dict())
+            orders.cancel(session, order, "payment_provider_error", **result.to_dict())
             return error_response(result)
         order.payment_intent_id = result.id
         orders.add_event(
@@ -195,12 +194,7 @@ def create_checkout(
         )
         if order.status != orders.AWAITING_PAYMENT:
             # The hold expired while Stripe was unreachable and the client kept retrying.
-            outbox.enqueue(
-                session,
-                topic=CANCEL_PAYMENT_INTENT,
-                ordering_key=order_key(order.id),
-                payload={"order_id": order.id, "payment_intent_id": result.id},
-            )
+            enqueue_cancel_payment_intent(session, order)
             return error_response(CheckoutExpired())
         log.info("checkout_created", order_id=order.id, payment_intent_id=result.id)
         return Response(
@@ -254,17 +248,8 @@ def cancel_checkout(
         order = _order_by_checkout(session, checkout_id)
         if order.status == orders.AWAITING_PAYMENT:
             inventory.release(session, order.id)
-            order.cancel_reason = "customer_cancelled"
-            orders.transition(
-                session, order, orders.CANCELLED, "cancelled", {"reason": "customer_cancelled"}
-            )
-            if order.payment_intent_id:
-                outbox.enqueue(
-                    session,
-                    topic=CANCEL_PAYMENT_INTENT,
-                    ordering_key=order_key(order.id),
-                    payload={"order_id": order.id, "payment_intent_id": order.payment_intent_id},
-                )
+            orders.cancel(session, order, "customer_cancelled")
+            enqueue_cancel_payment_intent(session, order)
         elif order.status != orders.CANCELLED:
             raise Conflict(
                 f"checkout is {order.status}; it cannot be cancelled", status=order.status
@@ -311,18 +296,7 @@ def request_refund(
         orders.add_event(
             session, order.id, "refund_requested", {"amount": value, "reason": reason, "by": actor}
         )
-        outbox.enqueue(
-            session,
-            topic=REFUND,
-            ordering_key=order_key(order.id),
-            payload={
-                "order_id": order.id,
-                "payment_intent_id": order.payment_intent_id,
-                "amount": value,
-                "refund_key": key.id,
-                "reason": reason,
-            },
-        )
+        enqueue_refund(session, order, amount=value, refund_key=key.id, reason=reason)
         audit.record(
             session,
             actor=actor,

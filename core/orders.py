@@ -118,6 +118,12 @@ def transition(
     add_event(session, order.id, kind, data)
 
 
+def cancel(session: Session, order: Order, reason: str, **data: Any) -> None:
+    """awaiting_payment (or a paid order we cannot fulfil) -> cancelled, with the reason."""
+    order.cancel_reason = reason
+    transition(session, order, CANCELLED, "cancelled", {"reason": reason, **data})
+
+
 def lines(session: Session, order_id: str) -> list[PricedLine]:
     rows = session.scalars(
         select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.sku)

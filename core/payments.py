@@ -42,6 +42,36 @@ def order_key(order_id: str) -> str:
     return f"order:{order_id}"
 
 
+def enqueue_cancel_payment_intent(session: Session, order: Order) -> None:
+    """Queue the cancel of the order's PaymentIntent (if it has one) for after commit."""
+    if order.payment_intent_id:
+        outbox.enqueue(
+            session,
+            topic=CANCEL_PAYMENT_INTENT,
+            ordering_key=order_key(order.id),
+            payload={"order_id": order.id, "payment_intent_id": order.payment_intent_id},
+        )
+
+
+def enqueue_refund(
+    session: Session, order: Order, *, amount: int | None, refund_key: str, reason: str | None
+) -> None:
+    """Queue a refund (all that remains when amount is None) for after commit; `refund_key`
+    becomes Stripe's idempotency key, so the refund happens once however often it is sent."""
+    outbox.enqueue(
+        session,
+        topic=REFUND,
+        ordering_key=order_key(order.id),
+        payload={
+            "order_id": order.id,
+            "payment_intent_id": order.payment_intent_id,
+            "amount": amount,
+            "refund_key": refund_key,
+            "reason": reason,
+        },
+    )
+
+
 def _at(obj: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(obj.get("created") or datetime.now(UTC).timestamp(), UTC)
 
@@ -112,21 +142,13 @@ def _payment_succeeded(session: Session, obj: dict[str, Any]) -> None:
             payload={"order_id": order.id},
         )
     else:
-        order.cancel_reason = OUT_OF_STOCK_AFTER_PAYMENT
-        orders.transition(
-            session, order, orders.CANCELLED, "cancelled", {"reason": OUT_OF_STOCK_AFTER_PAYMENT}
-        )
-        outbox.enqueue(
+        orders.cancel(session, order, OUT_OF_STOCK_AFTER_PAYMENT)
+        enqueue_refund(
             session,
-            topic=REFUND,
-            ordering_key=order_key(order.id),
-            payload={
-                "order_id": order.id,
-                "payment_intent_id": obj["id"],
-                "amount": None,
-                "refund_key": f"{order.id}-oos",
-                "reason": "requested_by_customer",
-            },
+            order,
+            amount=None,
+            refund_key=f"{order.id}-oos",
+            reason="requested_by_customer",
         )
     _apply_deferred(session, order)
 
@@ -138,10 +160,7 @@ def _payment_ended(session: Session, obj: dict[str, Any], reason: str) -> None:
             orders.add_event(session, order.id, "payment_failed", _failure(obj))
         return
     inventory.release(session, order.id)
-    order.cancel_reason = reason
-    orders.transition(
-        session, order, orders.CANCELLED, "cancelled", {"reason": reason, **_failure(obj)}
-    )
+    orders.cancel(session, order, reason, **_failure(obj))
 
 
 def _failure(obj: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from core import idempotency, inventory, orders, outbox, payments
+from core import idempotency, inventory, orders, payments
 from core.db import transaction
 from core.logs import get_logger
 
@@ -41,20 +41,8 @@ def expire_holds(engine: Engine, now: datetime | None = None) -> int:
                 order = orders.lock(session, order_id)
                 if order.status != orders.AWAITING_PAYMENT:
                     continue
-                order.cancel_reason = "expired"
-                orders.transition(
-                    session, order, orders.CANCELLED, "cancelled", {"reason": "expired"}
-                )
-                if order.payment_intent_id:
-                    outbox.enqueue(
-                        session,
-                        topic=payments.CANCEL_PAYMENT_INTENT,
-                        ordering_key=payments.order_key(order.id),
-                        payload={
-                            "order_id": order.id,
-                            "payment_intent_id": order.payment_intent_id,
-                        },
-                    )
+                orders.cancel(session, order, "expired")
+                payments.enqueue_cancel_payment_intent(session, order)
         total += len(order_ids)
         if len(order_ids) < EXPIRY_BATCH:
             return total
