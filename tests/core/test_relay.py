@@ -329,7 +329,7 @@ def test_relay_process_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: st
         first = proc.stdout.readline()  # the relay.started log line
         assert "relay.started" in first, first + proc.stdout.read()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "relay.stopped" in out
     finally:
