@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 
 from core import embedded_pg
-from core.settings import STACK_FILE, home_dir
+from core.settings import STACK_FILE, Settings, home_dir
+from core.shopify_gateway import API_VERSION as SHOPIFY_API_VERSION
 
 API_PORTS = {"us": 8000, "eu": 8001}
 STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT = 12111, 12112, 8501
-SHOPIFY_API_VERSION = "2025-01"
 # Cold start of every part (PostgreSQL, imports, catalog load) fits well inside this.
 HEALTH_TIMEOUT_SECONDS = 90
 # Children get this long to stop after SIGTERM before they are killed.
@@ -178,7 +178,7 @@ def _load_catalog(stack: dict[str, Any]) -> None:
     from core.shopify_gateway import ShopifyGateway
 
     gateway = ShopifyGateway(
-        shop="dotshop-demo.myshopify.com",
+        shop=Settings.model_fields["shopify_shop"].default,
         site=stack["shopify"]["site"],
         access_token=stack["shopify"]["access_token"],
     )
