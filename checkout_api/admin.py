@@ -69,6 +69,7 @@ class AdminController(Controller):
         outcome = await anyio.to_thread.run_sync(
             lambda: checkout.request_refund(
                 ctx.engine,
+                ctx.settings,
                 order_id=order_id,
                 amount=refund.amount,
                 reason=refund.reason,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core import catalog, idempotency, inventory, orders
+from core import audit, catalog, idempotency, inventory, orders
 from core.errors import (
     CheckoutExpired,
     Conflict,
@@ -37,7 +37,7 @@ from core.logs import get_logger
 from core.models import Order
 from core.payments import enqueue_cancel_payment_intent, enqueue_refund
 from core.settings import Settings
-from core.stripe_gateway import PaymentIntentRef, StripeGateway
+from core.stripe_gateway import STRIPE_NETWORK_RETRIES, PaymentIntentRef, StripeGateway
 
 ORDER_CREATED = "order_created"
 log = get_logger("core.checkout")
@@ -99,7 +99,20 @@ def checkout_body(
     }
 
 
-def _begin(engine: Engine, scope: str, key: str, path: str, body: bytes) -> KeyRecord | Outcome:
+# Time for the phases themselves and the SDK's backoff between its retries.
+LOCK_MARGIN_SECONDS = 10
+
+
+def lock_timeout(settings: Settings) -> timedelta:
+    """The longest a live request can hold its key: every Stripe attempt timing out, plus a
+    margin. An older lock belongs to a process that died, and a retry may take the key over."""
+    attempts = STRIPE_NETWORK_RETRIES + 1
+    return timedelta(seconds=settings.stripe_timeout * attempts + LOCK_MARGIN_SECONDS)
+
+
+def _begin(
+    engine: Engine, settings: Settings, scope: str, key: str, path: str, body: bytes
+) -> KeyRecord | Outcome:
     begun = idempotency.begin(
         engine,
         scope=scope,
@@ -107,6 +120,7 @@ def _begin(engine: Engine, scope: str, key: str, path: str, body: bytes) -> KeyR
         method="POST",
         path=path,
         fingerprint=idempotency.fingerprint("POST", path, body),
+        lock_timeout=lock_timeout(settings),
     )
     if isinstance(begun, StoredResponse):
         return Outcome(begun.status, begun.body, replayed=True)
@@ -124,7 +138,7 @@ def create_checkout(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Outcome:
     path = "/v1/checkouts"
-    begun = _begin(engine, f"{settings.region}:POST {path}", idempotency_key, path, body)
+    begun = _begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
     lines = inventory.merge_lines(request.lines)
@@ -240,7 +254,7 @@ def cancel_checkout(
     """Release the hold and cancel the PaymentIntent (through the outbox, so it survives a
     Stripe outage). Cancelling a cancelled checkout answers its current state."""
     path = f"/v1/checkouts/{checkout_id}/cancel"
-    begun = _begin(engine, f"{settings.region}:POST {path}", idempotency_key, path, body)
+    begun = _begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
 
@@ -262,6 +276,7 @@ def cancel_checkout(
 
 def request_refund(
     engine: Engine,
+    settings: Settings,
     *,
     order_id: str,
     amount: int | None,
@@ -272,10 +287,8 @@ def request_refund(
 ) -> Outcome:
     """Admin refund: checked against what remains (minus refunds already requested), sent to
     Stripe through the outbox with a Stripe idempotency key derived from this request's key."""
-    from core import audit
-
     path = f"/admin/v1/orders/{order_id}/refunds"
-    begun = _begin(engine, f"admin:POST {path}", idempotency_key, path, body)
+    begun = _begin(engine, settings, f"admin:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
 

@@ -55,6 +55,7 @@ FINISHED = "finished"
 # A lock older than this belongs to a process that died mid-request (a live request refreshes
 # nothing, so this must exceed the slowest legitimate request: stripe-python's own request
 # timeout is 80 s, plus our phases). After it, a retry may take the key over and resume.
+# Callers that bound their provider calls more tightly pass their own (core.checkout does).
 LOCK_TIMEOUT = timedelta(seconds=90)
 
 # Keys live 24 h, like Stripe's: long enough for any client retry loop, short enough that the
@@ -238,6 +239,7 @@ def begin(
     path: str,
     fingerprint: str,
     now: datetime | None = None,
+    lock_timeout: timedelta = LOCK_TIMEOUT,
 ) -> Begun:
     """Insert-or-lock the key in one short transaction.
 
@@ -251,12 +253,21 @@ def begin(
     now = now or _utcnow()
     for attempt in _retrying():
         with attempt:
-            return _begin_once(engine, scope, key, method.upper(), path, fingerprint, now)
+            return _begin_once(
+                engine, scope, key, method.upper(), path, fingerprint, now, lock_timeout
+            )
     raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
 
 
 def _begin_once(
-    engine: Engine, scope: str, key: str, method: str, path: str, fp: str, now: datetime
+    engine: Engine,
+    scope: str,
+    key: str,
+    method: str,
+    path: str,
+    fp: str,
+    now: datetime,
+    lock_timeout: timedelta,
 ) -> Begun:
     with Session(engine) as session, session.begin():
         # INSERT ... ON CONFLICT DO NOTHING waits for a concurrent inserter of the same key to
@@ -301,7 +312,7 @@ def _begin_once(
             raise IdempotencyKeyReused()
         if row.recovery_point == FINISHED:
             return StoredResponse(row.response_status, bytes(row.response_body or b""))
-        if row.locked_at is not None and row.locked_at > now - LOCK_TIMEOUT:
+        if row.locked_at is not None and row.locked_at > now - lock_timeout:
             raise IdempotencyKeyInUse()
         # Unlocked (a previous attempt failed and unlocked) or abandoned (its process died):
         # take it and resume at the last committed recovery point.

@@ -51,6 +51,21 @@ class Stack:
     engine: Engine
     db_url: str
     processes: list[Process] = field(default_factory=list)
+    api_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    api_processes: dict[str, Process] = field(default_factory=dict)
+
+    def start_api(self, region: str, log_path: str) -> Process:
+        """Start (or restart) the API process of a region on its port."""
+        port = self.api[region].rsplit(":", 1)[1]
+        proc = start_dotshop(
+            ["api", "--port", port],
+            [f"{self.api[region]}/readyz"],
+            log_path,
+            env=self.api_env[region],
+        )
+        self.processes.append(proc)
+        self.api_processes[region] = proc
+        return proc
 
     @property
     def shopify_site(self) -> str:
@@ -188,24 +203,18 @@ def stack(db_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory)
             procs,
         )
         shopify_sync.load_catalog(engine, s.shopify_gateway(), 1)
-        for region, port in ports.items():
-            procs.append(
-                start_dotshop(
-                    ["api", "--port", str(port)],
-                    [f"{api[region]}/readyz"],
-                    str(logs / f"api-{region}.log"),
-                    env={
-                        **secrets,
-                        "DATABASE_URL": db_url,
-                        "DOTSHOP_REGION": region,
-                        "DOTSHOP_ADMIN_TOKEN": ADMIN_TOKEN,
-                        "STRIPE_API_BASE": s.stripe_base,
-                        "SHOPIFY_SITE": s.shopify_site,
-                        # Injected Stripe timeouts must not make the suite slow.
-                        "DOTSHOP_STRIPE_TIMEOUT": "1.5",
-                    },
-                )
-            )
+        for region in ports:
+            s.api_env[region] = {
+                **secrets,
+                "DATABASE_URL": db_url,
+                "DOTSHOP_REGION": region,
+                "DOTSHOP_ADMIN_TOKEN": ADMIN_TOKEN,
+                "STRIPE_API_BASE": s.stripe_base,
+                "SHOPIFY_SITE": s.shopify_site,
+                # Injected Stripe timeouts must not make the suite slow.
+                "DOTSHOP_STRIPE_TIMEOUT": "1.5",
+            }
+            s.start_api(region, str(logs / f"api-{region}.log"))
         yield s
     finally:
         for proc in reversed(procs):
