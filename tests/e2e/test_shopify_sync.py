@@ -1,0 +1,91 @@
+"""Shopify -> projection through the real webhooks: another channel's sale, a price change,
+a product deletion, and webhooks that arrive twice or out of order; plus the periodic full
+sync catching what a dropped webhook missed."""
+
+from __future__ import annotations
+
+import httpx
+import shopify
+
+from core import shopify_sync
+from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.helpers import checkout, skus_with_stock, stock
+
+
+def sell_elsewhere(stack: Stack, sku: str, quantity: int) -> dict:
+    response = httpx.post(
+        f"{stack.shopify_base}/_sandbox/inventory/sell",
+        json={"sku": sku, "quantity": quantity},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["inventory_level"]
+
+
+def test_another_channels_sale_reaches_our_stock_and_a_shortfall_is_flagged(stack: Stack) -> None:
+    sku = skus_with_stock(stack, minimum=4)[0]
+    available, _, _ = stock(stack, sku)
+    sell_elsewhere(stack, sku, 1)
+    wait_for(lambda: stock(stack, sku)[0] == available - 1)
+
+    # Hold everything that is left, then the other channel sells one more: we promised more
+    # than Shopify has. The projection records Shopify's truth and flags the shortfall.
+    left = available - 1
+    assert checkout(stack, [{"sku": sku, "quantity": left}]).status_code == 201
+    sell_elsewhere(stack, sku, 1)
+    wait_for(lambda: stock(stack, sku)[0] == left - 1)
+    assert stack.scalar("SELECT shortfall_since IS NOT NULL FROM stock WHERE sku = :s", s=sku)
+    blocked = checkout(stack, [{"sku": sku, "quantity": 1}])
+    assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "insufficient_stock"
+    products = httpx.get(f"{stack.api['us']}/v1/products?limit=100", timeout=10).json()["data"]
+    shown = next(v for p in products for v in p["variants"] if v["sku"] == sku)
+    assert shown["available"] == 0  # never advertised as negative
+
+
+def test_price_change_and_deletion_reach_the_storefront(stack: Stack) -> None:
+    gateway = stack.shopify_gateway()
+    product = gateway.call(lambda: shopify.Product.find(limit=1)[0])
+    handle = product.handle
+    variant = product.variants[0]
+    gateway.call(lambda: setattr(variant, "price", "123.45") or variant.save())
+    wait_for(
+        lambda: (
+            httpx.get(f"{stack.api['us']}/v1/products/{handle}", timeout=10).json()["variants"][0][
+                "price"
+            ]
+            == 12345
+        )
+    )
+    gateway.call(lambda: product.destroy())
+    wait_for(
+        lambda: httpx.get(f"{stack.api['us']}/v1/products/{handle}", timeout=10).status_code == 404
+    )
+
+
+def test_duplicate_and_reordered_inventory_webhooks_keep_the_newest_level(stack: Stack) -> None:
+    sku = skus_with_stock(stack, minimum=6)[-1]
+    start = stock(stack, sku)[0]
+    stack.faults("shopify", webhook_duplicate_rate=1.0, webhook_reorder=True, webhook_delay_ms=30)
+    try:
+        for _ in range(4):
+            sell_elsewhere(stack, sku, 1)
+        stack.wait_webhooks()
+    finally:
+        stack.clear_faults()
+    # Whatever order the four updates arrived in, the newest (start - 4) is what we hold.
+    assert stock(stack, sku)[0] == start - 4
+    assert stack.scalar("SELECT count(*) FROM webhook_inbox WHERE provider = 'shopify'") > 0
+
+
+def test_full_sync_repairs_a_dropped_webhook(stack: Stack) -> None:
+    sku = skus_with_stock(stack, minimum=3)[1]
+    start = stock(stack, sku)[0]
+    stack.faults("shopify", webhook_drop_rate=1.0)
+    try:
+        sell_elsewhere(stack, sku, 2)
+        stack.wait_webhooks()
+    finally:
+        stack.clear_faults()
+    assert stock(stack, sku)[0] == start  # the webhook never came
+    shopify_sync.load_catalog(stack.engine, stack.shopify_gateway(), 1)
+    assert stock(stack, sku)[0] == start - 2
