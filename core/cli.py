@@ -69,7 +69,8 @@ def up(
     """Run the whole stack on this machine with embedded defaults (Ctrl-C stops it)."""
     from core import stack
 
-    stack.up(detach=detach)
+    with _clear_errors():
+        stack.up(detach=detach)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from core import embedded_pg
+from core.errors import DotshopError
 from core.settings import STACK_FILE, Settings, home_dir
 from core.shopify_gateway import API_VERSION as SHOPIFY_API_VERSION
 
@@ -143,12 +145,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen, name: str, logs: Path) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (logs / f"{name}.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+            raise StackError(f"{name} exited with {proc.returncode}:\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"{name} did not become healthy at {url}")
+    raise StackError(f"{name} did not become healthy at {url}")
 
 
 def _stop(procs: dict[str, int]) -> None:
@@ -187,10 +189,29 @@ def _load_catalog(stack: dict[str, Any]) -> None:
     )
 
 
+class StackError(DotshopError):
+    """The stack could not start."""
+
+    code = "stack_error"
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def up(*, detach: bool = False) -> None:
     from core.migrate import upgrade
 
     home = home_dir()
+    if not (home / PIDS_FILE).exists():
+        busy = [p for p in (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT) if _port_in_use(p)]
+        if busy:
+            raise StackError(
+                f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use: is a stack from "
+                "another folder running? Stop it with `dotshop down` there."
+            )
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     if (home / PIDS_FILE).exists():

@@ -129,3 +129,14 @@ def test_up_in_foreground_stops_everything_on_ctrl_c(folder: Path) -> None:
     wait_for(lambda: not any(port_open(p) for p in PORTS), timeout=20)
     time.sleep(0.2)
     assert not (folder / ".dotshop" / "pids.json").exists()
+
+
+def test_up_refuses_busy_ports_with_a_clear_message(folder: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 12112))
+        squatter.listen()
+        refused = dotshop(folder, "up", "--detach", timeout=60)
+    assert refused.returncode == 2
+    assert "12112" in refused.stderr and "in use" in refused.stderr
+    assert not (folder / ".dotshop" / "stack.json").exists()
+    assert not any(port_open(p) for p in PORTS)
