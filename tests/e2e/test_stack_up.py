@@ -133,6 +133,7 @@ def test_up_in_foreground_stops_everything_on_ctrl_c(folder: Path) -> None:
 
 def test_up_refuses_busy_ports_with_a_clear_message(folder: Path) -> None:
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
         squatter.bind(("127.0.0.1", 12112))
         squatter.listen()
         refused = dotshop(folder, "up", "--detach", timeout=60)
