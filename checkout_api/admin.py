@@ -17,7 +17,7 @@ from checkout_api.checkouts import ERRORS, KeyHeader, order_out
 from checkout_api.deps import Ctx
 from checkout_api.idempotent import require_key, to_response
 from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
-from core import audit, checkout, orders, relay
+from core import audit, orders, refunds, relay
 from core.db import transaction
 from core.errors import NotFound, Unauthorized
 
@@ -67,7 +67,7 @@ class AdminController(Controller):
         body = await request.body()
         refund = data or RefundCreate()
         outcome = await anyio.to_thread.run_sync(
-            lambda: checkout.request_refund(
+            lambda: refunds.request_refund(
                 ctx.engine,
                 ctx.settings,
                 order_id=order_id,

@@ -22,6 +22,7 @@ from checkout_api.schemas import (
     TimelineEntry,
 )
 from core import checkout, inventory, orders
+from core.idempotent_request import Outcome
 from core.logs import get_logger
 from core.metrics import CHECKOUTS
 
@@ -48,7 +49,7 @@ ERRORS = {
 }
 
 
-def _outcome_label(outcome: checkout.Outcome) -> str:
+def _outcome_label(outcome: Outcome) -> str:
     if outcome.replayed:
         return "replayed"
     if outcome.status < 300:

@@ -8,9 +8,9 @@ import json
 import structlog
 from litestar import MediaType, Response
 
-from core.checkout import Outcome
 from core.errors import IdempotencyKeyMissing
 from core.idempotency import validate_key
+from core.idempotent_request import Outcome
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"

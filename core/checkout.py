@@ -11,7 +11,6 @@ unknown SKU) are stored responses too, replayed byte for byte.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,24 +19,23 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core import audit, catalog, idempotency, inventory, orders
+from core import catalog, idempotency, inventory, orders
 from core.errors import (
     CheckoutExpired,
     Conflict,
-    DotshopError,
     InsufficientStock,
     NotFound,
     PaymentProviderError,
-    RefundExceedsRemaining,
     UnknownSku,
 )
-from core.idempotency import External, KeyRecord, RecoveryPoint, Response, StoredResponse
+from core.idempotency import External, KeyRecord, RecoveryPoint, Response
+from core.idempotent_request import Outcome, begin, encode, error_response, final_errors, run
 from core.ids import new_id
 from core.logs import get_logger
 from core.models import Order
-from core.payments import enqueue_cancel_payment_intent, enqueue_refund
+from core.payments import enqueue_cancel_payment_intent
 from core.settings import Settings
-from core.stripe_gateway import STRIPE_NETWORK_RETRIES, PaymentIntentRef, StripeGateway
+from core.stripe_gateway import PaymentIntentRef, StripeGateway
 
 ORDER_CREATED = "order_created"
 log = get_logger("core.checkout")
@@ -48,23 +46,6 @@ class CheckoutRequest:
     email: str
     lines: Sequence[inventory.Line]
     shipping_address: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the HTTP layer sends: the stored response, and whether it is a replay."""
-
-    status: int
-    body: bytes
-    replayed: bool
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def error_response(error: DotshopError) -> Response:
-    return Response(error.http_status, encode({"error": error.to_dict()}))
 
 
 def checkout_body(
@@ -99,34 +80,6 @@ def checkout_body(
     }
 
 
-# Time for the phases themselves and the SDK's backoff between its retries.
-LOCK_MARGIN_SECONDS = 10
-
-
-def lock_timeout(settings: Settings) -> timedelta:
-    """The longest a live request can hold its key: every Stripe attempt timing out, plus a
-    margin. An older lock belongs to a process that died, and a retry may take the key over."""
-    attempts = STRIPE_NETWORK_RETRIES + 1
-    return timedelta(seconds=settings.stripe_timeout * attempts + LOCK_MARGIN_SECONDS)
-
-
-def _begin(
-    engine: Engine, settings: Settings, scope: str, key: str, path: str, body: bytes
-) -> KeyRecord | Outcome:
-    begun = idempotency.begin(
-        engine,
-        scope=scope,
-        key=key,
-        method="POST",
-        path=path,
-        fingerprint=idempotency.fingerprint("POST", path, body),
-        lock_timeout=lock_timeout(settings),
-    )
-    if isinstance(begun, StoredResponse):
-        return Outcome(begun.status, begun.body, replayed=True)
-    return begun
-
-
 def create_checkout(
     engine: Engine,
     gateway: StripeGateway,
@@ -138,7 +91,7 @@ def create_checkout(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Outcome:
     path = "/v1/checkouts"
-    begun = _begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
+    begun = begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
     lines = inventory.merge_lines(request.lines)
@@ -215,7 +168,7 @@ def create_checkout(
             201, encode(checkout_body(key.state, result, orders.lines(session, order.id)))
         )
 
-    stored = idempotency.run(
+    return run(
         engine,
         begun,
         {
@@ -223,22 +176,6 @@ def create_checkout(
             ORDER_CREATED: External(call=create_payment_intent, record=record_payment_intent),
         },
     )
-    return Outcome(stored.status, stored.body, replayed=False)
-
-
-def _final_errors(
-    step: Callable[[Session, KeyRecord], Response],
-) -> Callable[[Session, KeyRecord], Response]:
-    """Business errors a step raises (no such order) are final answers: store them."""
-
-    def guarded(session: Session, key: KeyRecord) -> Response:
-        try:
-            with session.begin_nested():
-                return step(session, key)
-        except (NotFound, Conflict) as exc:
-            return error_response(exc)
-
-    return guarded
 
 
 def _order_by_checkout(session: Session, checkout_id: str) -> Order:
@@ -254,7 +191,7 @@ def cancel_checkout(
     """Release the hold and cancel the PaymentIntent (through the outbox, so it survives a
     Stripe outage). Cancelling a cancelled checkout answers its current state."""
     path = f"/v1/checkouts/{checkout_id}/cancel"
-    begun = _begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
+    begun = begin(engine, settings, f"{settings.region}:POST {path}", idempotency_key, path, body)
     if isinstance(begun, Outcome):
         return begun
 
@@ -270,62 +207,4 @@ def cancel_checkout(
             )
         return Response(200, encode(checkout_body(order, None, orders.lines(session, order.id))))
 
-    stored = idempotency.run(engine, begun, {idempotency.STARTED: _final_errors(cancel)})
-    return Outcome(stored.status, stored.body, replayed=False)
-
-
-def request_refund(
-    engine: Engine,
-    settings: Settings,
-    *,
-    order_id: str,
-    amount: int | None,
-    reason: str | None,
-    idempotency_key: str,
-    body: bytes,
-    actor: str,
-) -> Outcome:
-    """Admin refund: checked against what remains (minus refunds already requested), sent to
-    Stripe through the outbox with a Stripe idempotency key derived from this request's key."""
-    path = f"/admin/v1/orders/{order_id}/refunds"
-    begun = _begin(engine, settings, f"admin:POST {path}", idempotency_key, path, body)
-    if isinstance(begun, Outcome):
-        return begun
-
-    def refund(session: Session, key: KeyRecord) -> Response:
-        order = orders.lock(session, order_id)
-        if (
-            order.status not in (orders.PAID, orders.PARTIALLY_REFUNDED)
-            or not order.payment_intent_id
-        ):
-            raise Conflict(
-                f"order is {order.status}; only paid orders can be refunded", status=order.status
-            )
-        requested = orders.requested_refunds(session, order.id)
-        remaining = order.amount_minor - max(requested, order.refunded_minor)
-        value = remaining if amount is None else amount
-        if value <= 0 or value > remaining:
-            raise RefundExceedsRemaining(remaining=remaining)
-        orders.add_event(
-            session, order.id, "refund_requested", {"amount": value, "reason": reason, "by": actor}
-        )
-        enqueue_refund(session, order, amount=value, refund_key=key.id, reason=reason)
-        audit.record(
-            session,
-            actor=actor,
-            action="refund.requested",
-            subject=order.id,
-            data={"amount": value, "reason": reason},
-        )
-        return Response(
-            202,
-            encode(
-                {
-                    "order_id": order.id,
-                    "refund": {"amount": value, "currency": order.currency, "status": "pending"},
-                }
-            ),
-        )
-
-    stored = idempotency.run(engine, begun, {idempotency.STARTED: _final_errors(refund)})
-    return Outcome(stored.status, stored.body, replayed=False)
+    return run(engine, begun, {idempotency.STARTED: final_errors(cancel)})

@@ -55,7 +55,7 @@ FINISHED = "finished"
 # A lock older than this belongs to a process that died mid-request (a live request refreshes
 # nothing, so this must exceed the slowest legitimate request: stripe-python's own request
 # timeout is 80 s, plus our phases). After it, a retry may take the key over and resume.
-# Callers that bound their provider calls more tightly pass their own (core.checkout does).
+# Callers that bound their provider calls more tightly pass their own (idempotent_request).
 LOCK_TIMEOUT = timedelta(seconds=90)
 
 # Keys live 24 h, like Stripe's: long enough for any client retry loop, short enough that the

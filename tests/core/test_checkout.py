@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from core import catalog, inventory, orders, payments, sweeper
 from core.catalog import ProductData, VariantData
-from core.checkout import ORDER_CREATED, CheckoutRequest, Outcome, create_checkout
+from core.checkout import ORDER_CREATED, CheckoutRequest, create_checkout
 from core.db import transaction
 from core.errors import ProviderUnavailable
+from core.idempotent_request import Outcome
 from core.models import IdempotencyKey, Order, OutboxMessage
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
