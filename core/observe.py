@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core import metrics
-from core.models import OutboxMessage, Reservation, Stock
+from core import metrics, relay
+from core.models import Reservation, Stock
 
 
 def refresh_business_gauges(engine: Engine) -> None:
@@ -20,20 +20,10 @@ def refresh_business_gauges(engine: Engine) -> None:
         holds = session.scalar(
             select(func.count()).select_from(Reservation).where(Reservation.status == "held")
         )
-        pending, oldest = session.execute(
-            select(
-                func.count(),
-                func.coalesce(
-                    func.extract("epoch", func.now() - func.min(OutboxMessage.created_at)), 0
-                ),
-            ).where(OutboxMessage.status == "pending")
-        ).one()
-        dead = session.scalar(
-            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "dead")
-        )
+        outbox = relay.depth(session)
     metrics.RESERVED_UNITS.set(reserved)
     metrics.COMMITTED_UNITS.set(committed)
     metrics.ACTIVE_RESERVATIONS.set(holds or 0)
-    metrics.OUTBOX_PENDING.set(pending)
-    metrics.OUTBOX_OLDEST_AGE.set(float(oldest))
-    metrics.OUTBOX_DEAD.set(dead or 0)
+    metrics.OUTBOX_PENDING.set(outbox["pending"])
+    metrics.OUTBOX_OLDEST_AGE.set(outbox["oldest_pending_age_seconds"])
+    metrics.OUTBOX_DEAD.set(outbox["dead"])
