@@ -93,3 +93,29 @@ def test_settings_and_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]
     )
     err = capsys.readouterr().err
     assert "supersecret" not in err and '"sku": "A"' in err and "[redacted]" in err
+
+
+def test_readyz_follows_the_database_schema(empty_database: str, tmp_path) -> None:
+    from alembic import command
+
+    from core.migrate import alembic_config, upgrade
+    from tests.processes import free_port, start_dotshop
+
+    upgrade(empty_database)
+    port = free_port()
+    api = start_dotshop(
+        ["api", "--port", str(port)],
+        [f"http://127.0.0.1:{port}/readyz"],
+        str(tmp_path / "api.log"),
+        env={"DATABASE_URL": empty_database, "STRIPE_API_KEY": "sk_test_x"},
+    )
+    try:
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+        command.downgrade(alembic_config(empty_database), "base")
+        not_ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert not_ready.status_code == 503 and "dotshop migrate" in not_ready.json()["reason"]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        api.stop()
