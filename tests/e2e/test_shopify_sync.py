@@ -5,6 +5,7 @@ sync catching what a dropped webhook missed."""
 from __future__ import annotations
 
 import httpx
+import pytest
 import shopify
 
 from core import shopify_sync
@@ -89,3 +90,66 @@ def test_full_sync_repairs_a_dropped_webhook(stack: Stack) -> None:
     assert stock(stack, sku)[0] == start  # the webhook never came
     shopify_sync.load_catalog(stack.engine, stack.shopify_gateway(), 1)
     assert stock(stack, sku)[0] == start - 2
+
+
+class CrashAfterCreate:
+    """The real gateway, except that the process 'dies' right after Shopify created the order."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def create_order(self, **kwargs: object) -> int:
+        self.real.create_order(**kwargs)  # type: ignore[attr-defined]
+        raise RuntimeError("killed before recording the Shopify order")
+
+
+def test_a_push_that_died_after_shopify_created_the_order_does_not_create_another(
+    stack: Stack,
+) -> None:
+    from core.outbox import Message
+
+    sku = skus_with_stock(stack, minimum=3)[2]
+    body = checkout(stack, [{"sku": sku, "quantity": 1}]).json()
+    stack.stripe_client().v1.payment_intents.confirm(
+        body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
+    )
+    wait_for(
+        lambda: (
+            stack.scalar("SELECT status FROM orders WHERE id = :o", o=body["order_id"]) == "paid"
+        )
+    )
+    message = Message(
+        0,
+        "obx_test",
+        "shopify.push_order",
+        f"order:{body['order_id']}",
+        {"order_id": body["order_id"]},
+        0,
+    )
+
+    crashing = shopify_sync.OrderPusher(stack.engine, CrashAfterCreate(stack.shopify_gateway()), 1)
+    with pytest.raises(RuntimeError):
+        crashing(message)
+    assert (
+        stack.scalar("SELECT shopify_order_id FROM orders WHERE id = :o", o=body["order_id"])
+        is None
+    )
+
+    shopify_sync.OrderPusher(stack.engine, stack.shopify_gateway(), 1)(message)  # the retry
+    stack.settle()  # the relay's own copy of the message finds it done
+    state = httpx.get(f"{stack.shopify_base}/_sandbox/state", timeout=10).json()
+    ours = [
+        o
+        for o in state["orders"]
+        if {"name": "dotshop_order_id", "value": body["order_id"]}
+        in (o.get("note_attributes") or [])
+    ]
+    assert len(ours) == 1
+    assert (
+        stack.scalar("SELECT shopify_order_id FROM orders WHERE id = :o", o=body["order_id"])
+        == ours[0]["id"]
+    )
+    assert stock(stack, sku)[2] == 0  # acknowledged once: nothing left committed
