@@ -14,7 +14,7 @@ from sandbox.faults import Faults
 from sandbox.options import DEFAULT_STRIPE_WEBHOOK_SECRET
 from sandbox.webhooks import WebhookDispatcher
 from tests.processes import start_sandbox
-from tests.sandbox.test_stripe_support import API_KEY, Control, Receiver, client
+from tests.sandbox.stripe_support import API_KEY, Control, Receiver, client
 
 
 @pytest.fixture(scope="module")

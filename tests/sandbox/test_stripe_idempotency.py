@@ -11,7 +11,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.sandbox.test_stripe_support import API_KEY, Control, client
+from tests.sandbox.stripe_support import API_KEY, Control, client
 
 FORM = {"amount": "1200", "currency": "usd", "metadata[order_id]": "ord_1"}
 

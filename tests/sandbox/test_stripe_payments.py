@@ -8,7 +8,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.sandbox.test_stripe_support import API_KEY, Control, client
+from tests.sandbox.stripe_support import API_KEY, Control, client
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 import pytest
 import stripe
 
-from tests.sandbox.test_stripe_support import Control, client
+from tests.sandbox.stripe_support import Control, client
 
 
 @pytest.fixture(scope="module")
