@@ -249,7 +249,3 @@ def install_stop_signals(stop: threading.Event) -> dict[int, Any]:
         stop.set()
 
     return {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-
-# Older name, used by core.worker before this was public.
-_install_signal_handlers = install_stop_signals
