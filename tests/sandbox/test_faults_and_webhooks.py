@@ -14,19 +14,7 @@ from sandbox.faults import Faults
 from sandbox.options import DEFAULT_STRIPE_WEBHOOK_SECRET
 from sandbox.webhooks import WebhookDispatcher
 from tests.processes import start_sandbox
-from tests.sandbox.stripe_support import API_KEY, Control, Receiver, client
-
-
-@pytest.fixture(scope="module")
-def base(sandbox) -> str:
-    return sandbox.urls["stripe"]
-
-
-@pytest.fixture
-def control(base: str) -> Control:
-    control = Control(base)
-    control.reset()
-    return control
+from tests.sandbox.stripe_support import API_KEY, Receiver, client
 
 
 @pytest.fixture
@@ -34,11 +22,6 @@ def receiver() -> Iterator[Receiver]:
     receiver = Receiver()
     yield receiver
     receiver.close()
-
-
-@pytest.fixture
-def sdk(base: str, control: Control) -> stripe.StripeClient:
-    return client(base)
 
 
 def _endpoint(sdk: stripe.StripeClient, url: str, events: list[str] | None = None):

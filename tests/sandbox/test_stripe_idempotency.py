@@ -16,18 +16,6 @@ from tests.sandbox.stripe_support import API_KEY, Control, client
 FORM = {"amount": "1200", "currency": "usd", "metadata[order_id]": "ord_1"}
 
 
-@pytest.fixture(scope="module")
-def base(sandbox) -> str:
-    return sandbox.urls["stripe"]
-
-
-@pytest.fixture
-def control(base: str) -> Control:
-    control = Control(base)
-    control.reset()
-    return control
-
-
 def _post(base: str, path: str, key: str | None, data: dict[str, str]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     if key:

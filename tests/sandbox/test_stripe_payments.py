@@ -8,18 +8,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.sandbox.stripe_support import API_KEY, Control, client
-
-
-@pytest.fixture(scope="module")
-def base(sandbox) -> str:
-    return sandbox.urls["stripe"]
-
-
-@pytest.fixture
-def sdk(base: str) -> stripe.StripeClient:
-    Control(base).reset()
-    return client(base)
+from tests.sandbox.stripe_support import API_KEY, Control
 
 
 def _pi(sdk: stripe.StripeClient, **params) -> stripe.PaymentIntent:

@@ -7,18 +7,7 @@ import time
 import pytest
 import stripe
 
-from tests.sandbox.stripe_support import Control, client
-
-
-@pytest.fixture(scope="module")
-def base(sandbox) -> str:
-    return sandbox.urls["stripe"]
-
-
-@pytest.fixture
-def sdk(base: str) -> stripe.StripeClient:
-    Control(base).reset()
-    return client(base)
+from tests.sandbox.stripe_support import Control
 
 
 def _paid(sdk: stripe.StripeClient, card: str = "pm_card_visa", amount: int = 5000):
