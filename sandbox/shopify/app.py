@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from sandbox.asgi import read_body
 from sandbox.catalog import demo_catalog
 from sandbox.faults import FaultMiddleware, Faults
 from sandbox.options import SHOPIFY_API_VERSION, SandboxOptions
@@ -19,7 +20,6 @@ from sandbox.shopify.http import (
     Request,
     Response,
     ShopifyError,
-    read_body,
     send_response,
 )
 from sandbox.shopify.ratelimit import RETRY_AFTER, LeakyBucket, OffsetClock
@@ -43,7 +43,7 @@ class ShopifySandbox:
     def __init__(self, options: SandboxOptions, clock: Callable[[], float] | None = None) -> None:
         self.options = options
         self.shop_domain = options.shopify_shop
-        self.faults = Faults(options.seed, options.faults)
+        self.faults = Faults(options.seed)
         self.dispatcher = WebhookDispatcher(self.faults)
         self.store = ShopStore(shop_domain=options.shopify_shop)
         self.publisher = WebhookPublisher(
@@ -61,7 +61,8 @@ class ShopifySandbox:
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self.reset(seed=options.seed, with_catalog=options.demo_catalog)
-        self.faults.configure(**options.faults)  # start-up faults survive the initial reset
+        # After the first reset (which clears faults), so the start-up faults stay in force.
+        self.faults.configure(**options.faults)
 
     def reset(self, seed: int | None = None, with_catalog: bool | None = None) -> None:
         """Forget everything, then seed again: as if the process had just started."""

@@ -128,15 +128,6 @@ class Router:
         return None
 
 
-async def read_body(receive: Callable[[], Any]) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 async def send_response(send: Callable[[dict], Any], response: Response) -> None:
     body = response.encode()
     headers = [(b"Content-Type", b"application/json; charset=utf-8")]

@@ -10,6 +10,7 @@ import logging
 import secrets
 from typing import Any
 
+from sandbox.asgi import read_body
 from sandbox.faults import CONTROL_PREFIX, FaultMiddleware, Faults
 from sandbox.options import SandboxOptions
 from sandbox.stripe import control, routes
@@ -30,15 +31,6 @@ Headers = dict[str, str]
 
 def _json(body: Any) -> bytes:
     return json.dumps(body, indent=2).encode()
-
-
-async def read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 async def respond(send: Any, status: int, body: bytes, headers: Headers) -> None:
