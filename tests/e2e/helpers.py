@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from tests.e2e.conftest import ADMIN_TOKEN, Stack
+from tests.e2e.conftest import ADMIN_TOKEN, Stack, wait_for
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -59,3 +59,29 @@ def paid_order(stack: Stack, sku: str, quantity: int = 1, pm: str = "pm_card_vis
     )
     stack.settle()
     return body
+
+
+def disputed_order(stack: Stack, sku: str) -> tuple[dict, dict, str]:
+    """Pay with Stripe's dispute test card and wait for the dispute to reach the order:
+    (checkout body, order as disputed, dispute id)."""
+    body = paid_order(stack, sku, pm="pm_card_createDispute")
+
+    def opened() -> dict | None:
+        o = order(stack, body["order_id"])
+        return o if o["status"] == "disputed" else None
+
+    got = wait_for(opened)
+    dispute_id = next(
+        e["data"]["dispute_id"] for e in got["timeline"] if e["kind"] == "dispute_opened"
+    )
+    return body, got, dispute_id
+
+
+def resolve_dispute(stack: Stack, dispute_id: str, outcome: str) -> None:
+    """Close the dispute in the sandbox as the card network would ('won' or 'lost')."""
+    response = httpx.post(
+        f"{stack.stripe_base}/_sandbox/disputes/{dispute_id}/resolve",
+        json={"outcome": outcome},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text

@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.helpers import admin, checkout, order, paid_order, skus_with_stock, stock
+from tests.e2e.helpers import (
+    admin,
+    checkout,
+    disputed_order,
+    order,
+    paid_order,
+    resolve_dispute,
+    skus_with_stock,
+    stock,
+)
 
 
 def ledger_net(stack: Stack, order_id: str, account: str) -> int:
@@ -123,35 +132,16 @@ def test_payment_after_expiry_without_stock_is_refunded(stack: Stack) -> None:
 
 
 def test_dispute_opened_then_won(stack: Stack) -> None:
-    sku = skus_with_stock(stack)[5]
-    body = paid_order(stack, sku, pm="pm_card_createDispute")
-    got = wait_for(lambda: (o := order(stack, body["order_id"]))["status"] == "disputed" and o)
-    dispute_id = next(
-        e["data"]["dispute_id"] for e in got["timeline"] if e["kind"] == "dispute_opened"
-    )
+    body, got, dispute_id = disputed_order(stack, skus_with_stock(stack)[5])
     assert ledger_net(stack, body["order_id"], "expenses:disputes") == got["amount"]
-    resolved = httpx.post(
-        f"{stack.stripe_base}/_sandbox/disputes/{dispute_id}/resolve",
-        json={"outcome": "won"},
-        timeout=10,
-    )
-    assert resolved.status_code == 200
+    resolve_dispute(stack, dispute_id, "won")
     assert wait_for(lambda: order(stack, body["order_id"])["status"] == "paid")
     assert ledger_net(stack, body["order_id"], "expenses:disputes") == 0
 
 
 def test_dispute_lost_stays_disputed(stack: Stack) -> None:
-    sku = skus_with_stock(stack)[6]
-    body = paid_order(stack, sku, pm="pm_card_createDispute")
-    got = wait_for(lambda: (o := order(stack, body["order_id"]))["status"] == "disputed" and o)
-    dispute_id = next(
-        e["data"]["dispute_id"] for e in got["timeline"] if e["kind"] == "dispute_opened"
-    )
-    httpx.post(
-        f"{stack.stripe_base}/_sandbox/disputes/{dispute_id}/resolve",
-        json={"outcome": "lost"},
-        timeout=10,
-    )
+    body, got, dispute_id = disputed_order(stack, skus_with_stock(stack)[6])
+    resolve_dispute(stack, dispute_id, "lost")
     wait_for(
         lambda: any(e["kind"] == "dispute_lost" for e in order(stack, body["order_id"])["timeline"])
     )

@@ -8,8 +8,16 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.helpers import admin, checkout, order, paid_order, skus_with_stock
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import (
+    admin,
+    checkout,
+    disputed_order,
+    order,
+    paid_order,
+    resolve_dispute,
+    skus_with_stock,
+)
 
 
 def run_scenario(stack: Stack, skus: list[str]) -> dict[str, str]:
@@ -35,18 +43,8 @@ def run_scenario(stack: Stack, skus: list[str]) -> dict[str, str]:
     )
     stack.settle()
 
-    disputed = paid_order(stack, skus[1], pm="pm_card_createDispute")
-    opened = wait_for(
-        lambda: (o := order(stack, disputed["order_id"]))["status"] == "disputed" and o
-    )
-    dispute_id = next(
-        e["data"]["dispute_id"] for e in opened["timeline"] if e["kind"] == "dispute_opened"
-    )
-    httpx.post(
-        f"{stack.stripe_base}/_sandbox/disputes/{dispute_id}/resolve",
-        json={"outcome": "won"},
-        timeout=10,
-    )
+    disputed, _, dispute_id = disputed_order(stack, skus[1])
+    resolve_dispute(stack, dispute_id, "won")
     stack.settle()
 
     declined = checkout(stack, [{"sku": skus[2], "quantity": 1}]).json()
