@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, wait_for
 from tests.e2e.helpers import checkout, skus_with_stock
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,16 @@ def test_killed_api_mid_burst_converges_on_retry(stack: Stack, tmp_path: Path) -
         with ThreadPoolExecutor(CLIENTS) as pool:
             futures = [pool.submit(first, key) for key in keys]
             assert some_done.wait(30)  # some checkouts done, others in flight right now
-            time.sleep(0.15)
+            # Kill while at least one request is between its phases: order created, key
+            # locked, the Stripe call under way.
+            wait_for(
+                lambda: stack.scalar(
+                    "SELECT count(*) FROM idempotency_key WHERE key LIKE 'kill-%' "
+                    "AND locked_at IS NOT NULL AND recovery_point = 'order_created'"
+                ),
+                timeout=30,
+                interval=0.01,
+            )
             stack.api_processes["us"].kill()
             for future in futures:
                 future.result()
