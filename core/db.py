@@ -36,13 +36,27 @@ def database_url(settings: Settings | None = None) -> str:
     return embedded_pg.ensure_running(home_dir() / "pg")
 
 
-def make_engine(url: str, *, pool_size: int = POOL_SIZE) -> Engine:
+def connection_guards(settings: Settings | None = None) -> str:
+    """libpq `options` that set our timeouts on every connection (server-side, so they hold
+    for every statement whatever the code path)."""
+    settings = settings or get_settings()
+    guards = {
+        "statement_timeout": settings.db_statement_timeout_ms,
+        "lock_timeout": settings.db_lock_timeout_ms,
+        "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout_ms,
+    }
+    return " ".join(f"-c {name}={ms}" for name, ms in guards.items())
+
+
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, settings: Settings | None = None
+) -> Engine:
     return create_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        future=True,
+        connect_args={"options": connection_guards(settings)},
     )
 
 

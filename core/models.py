@@ -202,9 +202,53 @@ class Order(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     refunded_minor: Mapped[int] = mapped_column(BigInteger, server_default="0")
     payment_intent_id: Mapped[str | None] = mapped_column(unique=True)
-    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger)
+    # One Shopify order per order, ever: a retried push can find it but never make a second.
+    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     expires_at: Mapped[datetime]
     paid_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class OrderFlag(Base):
+    """A stored fact about an order that needs a human (e.g. `payment_mismatch`: Stripe took a
+    different amount or currency than the order's). The invariant checks raise open flags."""
+
+    __tablename__ = "order_flag"
+    __table_args__ = (CheckConstraint("char_length(kind) <= 64", name="kind_length"),)
+
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None]
+
+
+class Refund(Base):
+    """Money we asked Stripe to give back, or that Stripe reports given back (a dashboard
+    refund). Requested and confirmed amounts are kept apart: `orders.refunded_minor` is the sum
+    of `succeeded` rows only, and a `failed` or `canceled` refund frees its amount again."""
+
+    __tablename__ = "refund"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        CheckConstraint(
+            "status IN ('requested', 'pending', 'succeeded', 'failed', 'canceled')", name="status"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # rfd_...
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(server_default="requested")
+    # Our idempotency key for the Stripe call (absent for refunds made outside dotshop).
+    refund_key: Mapped[str | None] = mapped_column(unique=True)
+    stripe_refund_id: Mapped[str | None] = mapped_column(unique=True)  # re_...
+    reason: Mapped[str | None]
+    failure_reason: Mapped[str | None]
+    requested_by: Mapped[str | None]
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -278,14 +322,16 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
+        CheckConstraint("status IN ('pending', 'sent', 'dead', 'discarded')", name="status"),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        # Messages that still block their key: in flight, waiting to retry, or dead.
         Index(
             "ix_outbox_pending",
             "ordering_key",
             "id",
-            postgresql_where=text("status <> 'sent'"),
+            postgresql_where=text("status IN ('pending', 'dead')"),
         ),
+        Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("status = 'sent'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -296,10 +342,14 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(server_default="0")
     next_attempt_at: Mapped[datetime] = _now()
+    # A relay's lease: committed (with attempts + 1) before it calls out, so no transaction
+    # stays open across a provider call; a relay that dies leaves a lease that simply runs out.
+    locked_until: Mapped[datetime | None]
     last_error: Mapped[str | None]
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
     dead_at: Mapped[datetime | None]
+    discarded_at: Mapped[datetime | None]
 
 
 # ------------------------------------------------------------------------------ webhook inbox
@@ -313,7 +363,9 @@ class WebhookInbox(Base):
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_inbox_provider_event"),
         CheckConstraint("provider IN ('stripe', 'shopify')", name="provider"),
-        CheckConstraint("status IN ('received', 'processed', 'flagged', 'failed')", name="status"),
+        CheckConstraint(
+            "status IN ('received', 'processed', 'flagged', 'failed', 'abandoned')", name="status"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -8,10 +8,15 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 # Regions we know how to run: currency and payment rules per region. Adding a region is a
 # deliberate change here, so an unknown DOTSHOP_REGION fails at start-up.
@@ -115,6 +120,19 @@ class Settings(BaseSettings):
         default=None, validation_alias="SHOPIFY_API_SECRET"
     )
     shopify_location_id: int = Field(default=1, validation_alias="SHOPIFY_LOCATION_ID")
+    # The Shopify locations whose stock we sell online (comma-separated ids). Every read, sum
+    # and acknowledgement of Shopify stock uses exactly these; unset means the configured one.
+    selling_location_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+
+    # Guards on every database connection (milliseconds; 0 disables one). A statement or a
+    # lock wait that runs away fails fast instead of piling up connections, and a transaction
+    # left idle (a bug, or a process stuck mid-call) cannot hold row locks for long.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    db_lock_timeout_ms: int = Field(default=10_000, ge=0)
+    db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+
+    # Delivered outbox messages are kept this long for inspection, then pruned (hours).
+    outbox_retention_hours: int = Field(default=7 * 24, ge=1)
 
     log_level: str = "INFO"
 
@@ -124,6 +142,22 @@ class Settings(BaseSettings):
         if value not in REGIONS:
             raise ValueError(f"unknown region {value!r}; known: {', '.join(sorted(REGIONS))}")
         return value
+
+    @field_validator("selling_location_ids", mode="before")
+    @classmethod
+    def _location_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                return [int(p) for p in parts]
+            except ValueError:
+                raise ValueError("a comma-separated list of Shopify location ids") from None
+        return value
+
+    @property
+    def selling_locations(self) -> list[int]:
+        """The Shopify locations that sell online: the setting, or the configured location."""
+        return sorted(set(self.selling_location_ids)) or [self.shopify_location_id]
 
     @property
     def currency(self) -> str:
