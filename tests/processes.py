@@ -54,11 +54,11 @@ def start_dotshop(
     log_path: str,
     env: dict[str, str] | None = None,
 ) -> Process:
-    """Run `python -m core.cli <args>` and wait until every health URL answers 200."""
+    """Run `python -m dotshop <args>` and wait until every health URL answers 200."""
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "w") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "dotshop", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,

@@ -34,7 +34,7 @@ def port_open(port: int) -> bool:
 def dotshop(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOTSHOP_HOME")}
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "dotshop", *args],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -106,7 +106,7 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
 def test_up_in_foreground_stops_everything_on_ctrl_c(folder: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DOTSHOP_HOME")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "up"],
+        [sys.executable, "-m", "dotshop", "up"],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,

@@ -50,7 +50,7 @@ def test_faults_from_the_command_line_apply_to_both_stand_ins(tmp_path: Path) ->
 )
 def test_bad_fault_flags_exit_2_with_a_message(flag: str, message: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "sandbox", "--fault", flag],
+        [sys.executable, "-m", "dotshop", "sandbox", "--fault", flag],
         capture_output=True,
         text=True,
         timeout=60,

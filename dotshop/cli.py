@@ -1,8 +1,8 @@
 """The `dotshop` command. Each part of the stack is a subcommand configured by the environment
 (and by a running stack's `.dotshop/stack.json`). Parts not built yet say so and exit 2.
 
-The CLI lives in core so the console script has one home, but it imports the other packages
-lazily, inside the commands that run them: core itself depends on none of them.
+It imports the packages it runs lazily, inside the commands that run them, so `dotshop --help`
+is quick; none of them imports this package.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole stack on this machine with embedded defaults (Ctrl-C stops it)."""
-    from core import stack
+    from dotshop import stack
 
     with _clear_errors():
         stack.up(detach=detach)
@@ -76,7 +76,7 @@ def up(
 @app.command()
 def down() -> None:
     """Stop a stack started with `dotshop up --detach`."""
-    from core import stack
+    from dotshop import stack
 
     stack.down()
 

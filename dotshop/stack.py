@@ -131,7 +131,7 @@ def _spawn(child: Child, logs: Path) -> subprocess.Popen:
     log = open(logs / f"{child.name}.log", "ab")  # noqa: SIM115 - the child owns it
     env = {**os.environ, **child.env, "DOTSHOP_HOME": str(home_dir())}
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", *child.args],
+        [sys.executable, "-m", "dotshop", *child.args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from tests.conftest import _admin_url, _with_database, drop_database
 def dotshop(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "dotshop", *args],
         capture_output=True,
         text=True,
         timeout=120,
