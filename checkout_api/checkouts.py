@@ -33,7 +33,7 @@ KeyHeader = Annotated[
     HeaderParameter(
         name=IDEMPOTENCY_KEY,
         required=False,
-        description="Required. 1-255 printable ASCII characters; retries must reuse it.",
+        description="Required. 16-255 printable ASCII characters (a UUID v4); retries reuse it.",
     ),
 ]
 

@@ -17,7 +17,7 @@ REPLAYED = "Idempotent-Replayed"
 
 
 def require_key(value: str | None) -> str:
-    """The header's value, or a typed 400 (missing, or not 1-255 printable ASCII). The key
+    """The header's value, or a typed 400 (missing, or not 16-255 printable ASCII). The key
     joins the request's log context."""
     if value is None or value == "":
         raise IdempotencyKeyMissing()

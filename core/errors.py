@@ -65,7 +65,7 @@ class IdempotencyKeyMissing(DotshopError):
 
 
 class IdempotencyKeyInvalid(DotshopError):
-    """The Idempotency-Key header must be 1 to 255 printable ASCII characters."""
+    """The Idempotency-Key header must be 16 to 255 printable ASCII characters (send a UUID v4)."""
 
     code = "idempotency_key_invalid"
     http_status = 400

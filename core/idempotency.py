@@ -62,9 +62,12 @@ LOCK_TIMEOUT = timedelta(seconds=90)
 # table stays small. After it the same key string starts a brand-new request.
 KEY_TTL = timedelta(hours=24)
 
-# What a client may send as Idempotency-Key: 1-255 printable ASCII characters (the column's
-# CHECK allows 255; control characters and non-ASCII only ever come from bugs or attacks).
-_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")
+# What a client may send as Idempotency-Key: 16-255 printable ASCII characters. A key is also
+# the capability to replay a stored checkout (with its client secret), so a short, guessable one
+# would let a stranger read someone else's; clients should send a UUID v4. The column's CHECK
+# allows 255; control characters and non-ASCII only ever come from bugs or attacks.
+KEY_MIN_LENGTH = 16
+_KEY_PATTERN = re.compile(rf"[\x20-\x7e]{{{KEY_MIN_LENGTH},255}}")
 
 # Phases and begin() run at READ COMMITTED with the key row locked FOR UPDATE by default: the
 # row lock serialises everything done under one key, and the domain's own writes (conditional

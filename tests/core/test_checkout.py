@@ -178,9 +178,9 @@ def test_crash_after_stripe_created_the_intent_resumes_with_the_same_intent(
     crashing = CrashAfterStripe(gateway)
 
     with pytest.raises(Crashed):
-        checkout(clean_engine, crashing, settings, "key-crash", {sku: 2})
+        checkout(clean_engine, crashing, settings, "checkout-key-crash-0001", {sku: 2})
 
-    row = key_row(clean_engine, "key-crash")
+    row = key_row(clean_engine, "checkout-key-crash-0001")
     assert (row.recovery_point, row.locked_at) == (ORDER_CREATED, None)
     order_id = row.state["order_id"]
     (created,) = crashing.created
@@ -190,7 +190,7 @@ def test_crash_after_stripe_created_the_intent_resumes_with_the_same_intent(
     assert stock(clean_engine, sku) == (2, 0, 3)
     assert [pi["id"] for pi in stripe_intents(stripe_base, order_id)] == [created.id]
 
-    done = checkout(clean_engine, gateway, settings, "key-crash", {sku: 2})
+    done = checkout(clean_engine, gateway, settings, "checkout-key-crash-0001", {sku: 2})
 
     assert (done.status, done.replayed) == (201, False)
     body = json.loads(done.body)
@@ -206,9 +206,9 @@ def test_crash_after_stripe_created_the_intent_resumes_with_the_same_intent(
     with Session(clean_engine) as s:
         assert s.get(Order, order_id).payment_intent_id == created.id
         assert [h.status for h in inventory.holds(s, order_id)] == [inventory.HELD]
-    row = key_row(clean_engine, "key-crash")
+    row = key_row(clean_engine, "checkout-key-crash-0001")
     assert (row.recovery_point, row.locked_at, row.response_status) == ("finished", None, 201)
-    assert_replayed(clean_engine, gateway, settings, "key-crash", done, {sku: 2})
+    assert_replayed(clean_engine, gateway, settings, "checkout-key-crash-0001", done, {sku: 2})
 
 
 @pytest.mark.parametrize("phase", ["before", "after"])
@@ -225,9 +225,9 @@ def test_stripe_outage_leaves_the_hold_and_the_retry_succeeds(
     outage(error_rate=1.0, error_status=503, error_phase=phase)
 
     with pytest.raises(ProviderUnavailable):
-        checkout(clean_engine, gateway, settings, f"key-outage-{phase}", {sku: 1})
+        checkout(clean_engine, gateway, settings, f"checkout-key-outage-{phase}", {sku: 1})
 
-    row = key_row(clean_engine, f"key-outage-{phase}")
+    row = key_row(clean_engine, f"checkout-key-outage-{phase}")
     assert (row.recovery_point, row.locked_at, row.response_status) == (ORDER_CREATED, None, None)
     order_id = row.state["order_id"]
     with Session(clean_engine) as s:
@@ -237,7 +237,7 @@ def test_stripe_outage_leaves_the_hold_and_the_retry_succeeds(
     assert len(made_during_outage) == (1 if phase == "after" else 0)
 
     outage(error_rate=0.0)
-    done = checkout(clean_engine, gateway, settings, f"key-outage-{phase}", {sku: 1})
+    done = checkout(clean_engine, gateway, settings, f"checkout-key-outage-{phase}", {sku: 1})
 
     assert (done.status, done.replayed) == (201, False)
     body = json.loads(done.body)
@@ -248,7 +248,7 @@ def test_stripe_outage_leaves_the_hold_and_the_retry_succeeds(
         assert intents == made_during_outage
     assert order_count(clean_engine) == 1
     assert stock(clean_engine, sku) == (1, 0, 2)
-    assert_replayed(clean_engine, gateway, settings, f"key-outage-{phase}", done, {sku: 1})
+    assert_replayed(clean_engine, gateway, settings, f"checkout-key-outage-{phase}", done, {sku: 1})
 
 
 def test_an_outage_outlasting_the_hold_ends_as_checkout_expired(
@@ -261,14 +261,14 @@ def test_an_outage_outlasting_the_hold_ends_as_checkout_expired(
     sku = seed_sku(clean_engine, available=2)
     outage(error_rate=1.0, error_status=503)
     with pytest.raises(ProviderUnavailable):
-        checkout(clean_engine, gateway, settings, "key-late", {sku: 2})
+        checkout(clean_engine, gateway, settings, "checkout-key-late-0001", {sku: 2})
     outage(error_rate=0.0)
-    order_id = key_row(clean_engine, "key-late").state["order_id"]
+    order_id = key_row(clean_engine, "checkout-key-late-0001").state["order_id"]
     later = datetime.now(UTC) + timedelta(seconds=settings.reservation_ttl + 60)
     assert sweeper.expire_holds(clean_engine, later) == 1
     assert stock(clean_engine, sku) == (0, 0, 2)
 
-    late = checkout(clean_engine, gateway, settings, "key-late", {sku: 2})
+    late = checkout(clean_engine, gateway, settings, "checkout-key-late-0001", {sku: 2})
 
     assert late.status == 409
     assert json.loads(late.body)["error"]["code"] == "checkout_expired"
@@ -284,7 +284,7 @@ def test_an_outage_outlasting_the_hold_ends_as_checkout_expired(
         ).all()
     assert cancel == [{"order_id": order_id, "payment_intent_id": pi["id"]}]
     assert stock(clean_engine, sku) == (0, 0, 2)
-    assert_replayed(clean_engine, gateway, settings, "key-late", late, {sku: 2})
+    assert_replayed(clean_engine, gateway, settings, "checkout-key-late-0001", late, {sku: 2})
 
 
 def test_stripe_refusal_is_a_stored_502_and_releases_the_hold(
@@ -292,12 +292,12 @@ def test_stripe_refusal_is_a_stored_502_and_releases_the_hold(
 ) -> None:
     sku = seed_sku(clean_engine, available=4, price=TOO_DEAR)
 
-    refused = checkout(clean_engine, gateway, settings, "key-refused", {sku: 2})
+    refused = checkout(clean_engine, gateway, settings, "checkout-key-refused-0001", {sku: 2})
 
     assert (refused.status, refused.replayed) == (502, False)
     error = json.loads(refused.body)["error"]
     assert (error["code"], error["stripe_code"]) == ("payment_provider_error", "amount_too_large")
-    row = key_row(clean_engine, "key-refused")
+    row = key_row(clean_engine, "checkout-key-refused-0001")
     assert (row.recovery_point, row.locked_at) == ("finished", None)
     order_id = row.state["order_id"]
     with Session(clean_engine) as s:
@@ -306,7 +306,7 @@ def test_stripe_refusal_is_a_stored_502_and_releases_the_hold(
         assert [h.status for h in inventory.holds(s, order_id)] == [inventory.RELEASED]
     assert stock(clean_engine, sku) == (0, 0, 4)
     assert stripe_intents(stripe_base, order_id) == []
-    assert_replayed(clean_engine, gateway, settings, "key-refused", refused, {sku: 2})
+    assert_replayed(clean_engine, gateway, settings, "checkout-key-refused-0001", refused, {sku: 2})
     assert stock(clean_engine, sku) == (0, 0, 4)
 
 
@@ -315,7 +315,7 @@ def test_insufficient_stock_is_a_stored_409_replayed_byte_for_byte(
 ) -> None:
     sku = seed_sku(clean_engine, available=1)
 
-    short = checkout(clean_engine, gateway, settings, "key-short", {sku: 2})
+    short = checkout(clean_engine, gateway, settings, "checkout-key-short-0001", {sku: 2})
 
     assert (short.status, short.replayed) == (409, False)
     error = json.loads(short.body)["error"]
@@ -326,7 +326,7 @@ def test_insufficient_stock_is_a_stored_409_replayed_byte_for_byte(
     # Stock arriving later does not change a stored answer.
     with transaction(clean_engine) as s:
         inventory.apply_shopify_level(s, sku, 10, T0.replace(hour=13))
-    assert_replayed(clean_engine, gateway, settings, "key-short", short, {sku: 2})
+    assert_replayed(clean_engine, gateway, settings, "checkout-key-short-0001", short, {sku: 2})
     assert order_count(clean_engine) == 0
 
 
@@ -335,7 +335,9 @@ def test_unknown_sku_is_a_stored_404_replayed_byte_for_byte(
 ) -> None:
     known = seed_sku(clean_engine, available=5)
 
-    unknown = checkout(clean_engine, gateway, settings, "key-unknown", {known: 1, "NOPE-1": 1})
+    unknown = checkout(
+        clean_engine, gateway, settings, "checkout-key-unknown-0001", {known: 1, "NOPE-1": 1}
+    )
 
     assert (unknown.status, unknown.replayed) == (404, False)
     error = json.loads(unknown.body)["error"]
@@ -343,7 +345,12 @@ def test_unknown_sku_is_a_stored_404_replayed_byte_for_byte(
     assert order_count(clean_engine) == 0
     assert stock(clean_engine, known) == (0, 0, 5)
     assert_replayed(
-        clean_engine, gateway, settings, "key-unknown", unknown, {known: 1, "NOPE-1": 1}
+        clean_engine,
+        gateway,
+        settings,
+        "checkout-key-unknown-0001",
+        unknown,
+        {known: 1, "NOPE-1": 1},
     )
 
 
@@ -353,10 +360,10 @@ def test_a_refused_stripe_key_keeps_the_hold_and_answers_retry_later(
     sku = seed_sku(clean_engine, available=2)
     wrong_key = StripeGateway("sk_test_revoked", stripe_base, timeout=5, max_network_retries=0)
     with pytest.raises(ProviderUnavailable):
-        checkout(clean_engine, wrong_key, settings, "key-bad-credentials", {sku: 1})
-    row = key_row(clean_engine, "key-bad-credentials")
+        checkout(clean_engine, wrong_key, settings, "checkout-key-bad-credentials-0001", {sku: 1})
+    row = key_row(clean_engine, "checkout-key-bad-credentials-0001")
     assert (row.recovery_point, row.locked_at) == (ORDER_CREATED, None)
     assert stock(clean_engine, sku) == (1, 0, 1)
     # The operator fixes the key; the client's retry completes the same checkout.
-    done = checkout(clean_engine, gateway, settings, "key-bad-credentials", {sku: 1})
+    done = checkout(clean_engine, gateway, settings, "checkout-key-bad-credentials-0001", {sku: 1})
     assert done.status == 201 and json.loads(done.body)["order_id"] == row.state["order_id"]

@@ -68,7 +68,7 @@ def test_fingerprint_canonicalises_json_but_not_meaning() -> None:
     assert idem.fingerprint("POST", PATH, b"\xff") != idem.fingerprint("POST", PATH, b"\xfe")
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 256, "caf\u00e9", "a\nb", "tab\there", "\x7f"])
+@pytest.mark.parametrize("bad", ["", "x" * 15, "x" * 256, "caf\u00e9", "a\nb", "tab\there", "\x7f"])
 def test_invalid_keys_are_refused(clean_engine: Engine, bad: str) -> None:
     with pytest.raises(IdempotencyKeyInvalid):
         _begin(clean_engine, bad)
@@ -85,7 +85,7 @@ def test_longest_valid_key_is_accepted(clean_engine: Engine) -> None:
 
 
 def test_twenty_concurrent_requests_make_one_effect(clean_engine: Engine) -> None:
-    key = "concurrent-1"
+    key = "concurrent-key-00001"
     barrier = threading.Barrier(20)
     outcomes: list[object] = []
     lock = threading.Lock()
@@ -131,31 +131,31 @@ def test_twenty_concurrent_requests_make_one_effect(clean_engine: Engine) -> Non
 
 
 def test_same_key_different_request_is_reused_and_writes_nothing(clean_engine: Engine) -> None:
-    begun = _begin(clean_engine, "reuse-1", b'{"a": 1}')
+    begun = _begin(clean_engine, "reuse-key-0000000001", b'{"a": 1}')
     stored = idem.run(clean_engine, begun, STEPS)
     with clean_engine.connect() as conn:
         before = conn.execute(select(IdempotencyKey.__table__)).all()
 
     with pytest.raises(IdempotencyKeyReused):
-        _begin(clean_engine, "reuse-1", b'{"a": 2}')
+        _begin(clean_engine, "reuse-key-0000000001", b'{"a": 2}')
     with pytest.raises(IdempotencyKeyReused):
         idem.begin(
             clean_engine,
             scope=SCOPE,
-            key="reuse-1",
+            key="reuse-key-0000000001",
             method="POST",
             path="/v1/elsewhere",
             fingerprint=idem.fingerprint("POST", PATH, b'{"a": 1}'),
         )
     with clean_engine.connect() as conn:
         assert conn.execute(select(IdempotencyKey.__table__)).all() == before
-    assert _effects(clean_engine, "reuse-1") == 1
-    assert _begin(clean_engine, "reuse-1", b'{ "a":1 }') == stored
+    assert _effects(clean_engine, "reuse-key-0000000001") == 1
+    assert _begin(clean_engine, "reuse-key-0000000001", b'{ "a":1 }') == stored
     # Another scope (e.g. another region) is another key.
     other = idem.begin(
         clean_engine,
         scope="POST /v1/checkouts eu",
-        key="reuse-1",
+        key="reuse-key-0000000001",
         method="POST",
         path=PATH,
         fingerprint=idem.fingerprint("POST", PATH, b'{"a": 2}'),
@@ -164,12 +164,12 @@ def test_same_key_different_request_is_reused_and_writes_nothing(clean_engine: E
 
 
 def test_in_flight_key_is_in_use_until_unlocked(clean_engine: Engine) -> None:
-    begun = _begin(clean_engine, "inflight-1", now=T0)
+    begun = _begin(clean_engine, "inflight-key-0000000001", now=T0)
     assert isinstance(begun, idem.KeyRecord)
     with pytest.raises(IdempotencyKeyInUse):
-        _begin(clean_engine, "inflight-1", now=T0 + timedelta(seconds=1))
+        _begin(clean_engine, "inflight-key-0000000001", now=T0 + timedelta(seconds=1))
     idem.unlock(clean_engine, begun.id)
-    again = _begin(clean_engine, "inflight-1", now=T0 + timedelta(seconds=2))
+    again = _begin(clean_engine, "inflight-key-0000000001", now=T0 + timedelta(seconds=2))
     assert isinstance(again, idem.KeyRecord) and again.id == begun.id
 
 
@@ -198,40 +198,40 @@ def test_crash_after_phase_one_resumes_at_recovery_point(clean_engine: Engine) -
         "effect_created": idem.External(call=create_payment, record=save_payment),
         "payment_created": respond,
     }
-    first = _begin(clean_engine, "crash-1")
+    first = _begin(clean_engine, "crash-key-0000000001")
     with pytest.raises(ConnectionError):
         idem.run(clean_engine, first, steps)
     # Phase 1 committed and the key was unlocked: a retry takes it at once and resumes.
     with clean_engine.connect() as conn:
         row = conn.execute(select(IdempotencyKey.__table__)).one()
     assert row.recovery_point == "effect_created" and row.locked_at is None
-    assert _effects(clean_engine, "crash-1") == 1
+    assert _effects(clean_engine, "crash-key-0000000001") == 1
 
-    retry = _begin(clean_engine, "crash-1")
+    retry = _begin(clean_engine, "crash-key-0000000001")
     assert isinstance(retry, idem.KeyRecord)
     assert retry.recovery_point == "effect_created" and "effect" in retry.state
     stored = idem.run(clean_engine, retry, steps)
     assert stored.status == 201
-    assert _effects(clean_engine, "crash-1") == 1  # phase 1 not redone
+    assert _effects(clean_engine, "crash-key-0000000001") == 1  # phase 1 not redone
     assert len(calls) == 2 and calls[0] == calls[1]  # the provider saw the same key twice
-    assert _begin(clean_engine, "crash-1") == stored
+    assert _begin(clean_engine, "crash-key-0000000001") == stored
 
 
 def test_exception_in_phase_rolls_back_and_unlocks(clean_engine: Engine) -> None:
-    begun = _begin(clean_engine, "rollback-1")
+    begun = _begin(clean_engine, "rollback-key-0000000001")
     assert isinstance(begun, idem.KeyRecord)
     with pytest.raises(RuntimeError), idem.atomic_phase(clean_engine, begun) as session:
         _create_effect(session, begun)
         session.outcome = idem.RecoveryPoint("effect_created", {"x": 1})
         raise RuntimeError("boom")
-    assert _effects(clean_engine, "rollback-1") == 0
+    assert _effects(clean_engine, "rollback-key-0000000001") == 0
     with clean_engine.connect() as conn:
         row = conn.execute(select(IdempotencyKey.__table__)).one()
     assert (row.recovery_point, row.state, row.locked_at) == ("started", {}, None)
 
 
 def test_phases_merge_state_and_can_run_serializable(clean_engine: Engine) -> None:
-    begun = _begin(clean_engine, "merge-1")
+    begun = _begin(clean_engine, "merge-key-0000000001")
     assert isinstance(begun, idem.KeyRecord)
     with idem.atomic_phase(clean_engine, begun, isolation=idem.SERIALIZABLE) as session:
         level = session.execute(text("SHOW transaction_isolation")).scalar_one()
@@ -253,24 +253,30 @@ def test_phases_merge_state_and_can_run_serializable(clean_engine: Engine) -> No
 
 
 def test_step_that_does_not_advance_is_an_error(clean_engine: Engine) -> None:
-    begun = _begin(clean_engine, "noop-1")
+    begun = _begin(clean_engine, "noop-key-0000000001")
     with pytest.raises(RuntimeError, match="did not advance"):
         idem.run(clean_engine, begun, {"started": lambda s, k: idem.NoOp()})
-    assert isinstance(_begin(clean_engine, "noop-1"), idem.KeyRecord)  # unlocked again
+    assert isinstance(_begin(clean_engine, "noop-key-0000000001"), idem.KeyRecord)  # unlocked again
 
 
 # ------------------------------------------------------------------------- lock takeover
 
 
 def test_abandoned_lock_is_taken_over_after_timeout(clean_engine: Engine) -> None:
-    dead = _begin(clean_engine, "abandoned-1", now=T0)
+    dead = _begin(clean_engine, "abandoned-key-0000000001", now=T0)
     assert isinstance(dead, idem.KeyRecord)
     with idem.atomic_phase(clean_engine, dead) as session:
         session.outcome = _create_effect(session, dead)
     # The process dies here, holding the lock.
     with pytest.raises(IdempotencyKeyInUse):
-        _begin(clean_engine, "abandoned-1", now=T0 + idem.LOCK_TIMEOUT - timedelta(seconds=1))
-    heir = _begin(clean_engine, "abandoned-1", now=T0 + idem.LOCK_TIMEOUT + timedelta(seconds=1))
+        _begin(
+            clean_engine,
+            "abandoned-key-0000000001",
+            now=T0 + idem.LOCK_TIMEOUT - timedelta(seconds=1),
+        )
+    heir = _begin(
+        clean_engine, "abandoned-key-0000000001", now=T0 + idem.LOCK_TIMEOUT + timedelta(seconds=1)
+    )
     assert isinstance(heir, idem.KeyRecord)
     assert heir.id == dead.id and heir.recovery_point == "effect_created"
 
@@ -278,7 +284,7 @@ def test_abandoned_lock_is_taken_over_after_timeout(clean_engine: Engine) -> Non
     with pytest.raises(IdempotencyKeyInUse), idem.atomic_phase(clean_engine, dead) as session:
         session.outcome = idem.Response(500, b"zombie")
     stored = idem.run(clean_engine, heir, STEPS)
-    assert stored.status == 201 and _effects(clean_engine, "abandoned-1") == 1
+    assert stored.status == 201 and _effects(clean_engine, "abandoned-key-0000000001") == 1
 
 
 # ------------------------------------------------------------------------------- expiry
@@ -287,23 +293,23 @@ def test_abandoned_lock_is_taken_over_after_timeout(clean_engine: Engine) -> Non
 def test_expired_keys_are_reaped_and_start_over(clean_engine: Engine) -> None:
     old = {}
     for i in range(3):
-        begun = _begin(clean_engine, f"old-{i}", now=T0 + timedelta(seconds=i))
+        begun = _begin(clean_engine, f"old-key-00000000{i}", now=T0 + timedelta(seconds=i))
         old[i] = begun.id
         idem.run(clean_engine, begun, STEPS)
-    fresh = _begin(clean_engine, "fresh-1", now=T0 + timedelta(hours=23))
+    fresh = _begin(clean_engine, "fresh-key-0000000001", now=T0 + timedelta(hours=23))
     assert isinstance(fresh, idem.KeyRecord)
 
     assert idem.reap_expired(clean_engine, now=T0 + idem.KEY_TTL - timedelta(seconds=1)) == 0
     later = T0 + idem.KEY_TTL + timedelta(seconds=5)
     assert idem.reap_expired(clean_engine, now=later, limit=2) == 2  # oldest first
     # Expired but not reaped yet: the same key string is a new request (new id), any body.
-    renewed = _begin(clean_engine, "old-2", b'{"other": true}', now=later)
+    renewed = _begin(clean_engine, "old-key-000000002", b'{"other": true}', now=later)
     assert isinstance(renewed, idem.KeyRecord)
     assert renewed.id != old[2] and renewed.recovery_point == "started" and renewed.state == {}
     assert idem.reap_expired(clean_engine, now=later) == 0
     with clean_engine.connect() as conn:
         keys = set(conn.scalars(select(IdempotencyKey.key)))
-    assert keys == {"fresh-1", "old-2"}
+    assert keys == {"fresh-key-0000000001", "old-key-000000002"}
 
 
 def test_serializable_phases_are_retried_on_serialization_failure(clean_engine: Engine) -> None:
@@ -334,7 +340,9 @@ def test_serializable_phases_are_retried_on_serialization_failure(clean_engine: 
         except Exception as exc:
             results.append(exc)
 
-    threads = [threading.Thread(target=request, args=(f"ser-{i}",)) for i in range(2)]
+    threads = [
+        threading.Thread(target=request, args=(f"serializable-key-{i:04d}",)) for i in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

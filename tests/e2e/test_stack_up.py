@@ -73,7 +73,7 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
                 "lines": [{"sku": sku, "quantity": 1}],
                 "shipping_address": ADDRESS,
             },
-            headers={"Idempotency-Key": "readme-demo-1"},
+            headers={"Idempotency-Key": "readme-demo-key-0001"},
             timeout=30,
         ).json()
         client = stripe.StripeClient(
