@@ -15,13 +15,13 @@ from checkout_api.admin import AdminController
 from checkout_api.checkouts import CheckoutController, OrderController
 from checkout_api.deps import AppContext
 from checkout_api.errors import EXCEPTION_HANDLERS
+from checkout_api.guard import MAX_BODY_BYTES, InputGuard
+from checkout_api.idempotent import key_before_body
 from checkout_api.observability import Observability
+from checkout_api.openapi import document_cross_cutting_answers
 from checkout_api.products import ProductController
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway
-
-# Request bodies larger than this are refused before parsing (a checkout is a few KiB).
-MAX_BODY_BYTES = 64 * 1024
 
 
 def _ctx(state: State) -> AppContext:
@@ -35,7 +35,8 @@ def create_app(
     *,
     route_handlers: list[Any] | None = None,
 ) -> Any:
-    """The ASGI app for one region: Litestar wrapped in request-id/metrics observability."""
+    """The ASGI app for one region: Litestar behind the input guard, wrapped in
+    request-id/metrics observability (so refused requests are counted and logged too)."""
     handlers: list[Any] = [
         ProductController,
         CheckoutController,
@@ -52,6 +53,7 @@ def create_app(
         route_handlers=handlers,
         dependencies={"ctx": Provide(_ctx, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=key_before_body,
         state=State({"ctx": AppContext(settings=settings, engine=engine, gateway=gateway)}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -62,4 +64,5 @@ def create_app(
         ),
         debug=False,
     )
-    return Observability(app)
+    document_cross_cutting_answers(app.openapi_schema)
+    return Observability(InputGuard(app))

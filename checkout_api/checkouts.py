@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import anyio
@@ -22,18 +23,28 @@ from checkout_api.schemas import (
     TimelineEntry,
 )
 from core import checkout, inventory, orders
+from core.errors import NotFound
+from core.idempotency import KEY_MIN_LENGTH
 from core.idempotent_request import Outcome
 from core.logs import get_logger
 from core.metrics import CHECKOUTS
 
 log = get_logger("checkout_api.checkouts")
 
+# The idempotency_key.key column's CHECK (core.idempotency.validate_key enforces the same).
+KEY_MAX_LENGTH = 255
+
+# Documented as what it is: required, 16-255 printable ASCII. The app's key_before_body hook
+# enforces it (400, before the body is read); the handler's own check binds the log context.
 KeyHeader = Annotated[
-    str | None,
+    str,
     HeaderParameter(
         name=IDEMPOTENCY_KEY,
-        required=False,
-        description="Required. 16-255 printable ASCII characters (a UUID v4); retries reuse it.",
+        required=True,
+        min_length=KEY_MIN_LENGTH,
+        max_length=KEY_MAX_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description="16-255 printable ASCII characters (a UUID v4); retries reuse it.",
     ),
 ]
 
@@ -47,6 +58,17 @@ ERRORS = {
     502: ResponseSpec(ErrorBody, description="payment_provider_error"),
     503: ResponseSpec(ErrorBody, description="provider_unavailable (retry with the same key)"),
 }
+
+
+# What a checkout id can look like (ours are `chk_` + 24 hex characters). Checked before the id
+# reaches the idempotency scope, whose column holds 100 characters.
+CHECKOUT_ID = re.compile(r"chk_[A-Za-z0-9]{1,60}")
+
+
+def require_checkout_id(checkout_id: str) -> str:
+    if not CHECKOUT_ID.fullmatch(checkout_id):
+        raise NotFound(f"no checkout {checkout_id[:64]!r}", param="checkout_id")
+    return checkout_id
 
 
 def _outcome_label(outcome: Outcome) -> str:
@@ -101,6 +123,7 @@ class CheckoutController(Controller):
         ctx: Ctx,
         idempotency_key: KeyHeader,
     ) -> Response[bytes]:
+        require_checkout_id(checkout_id)
         key = require_key(idempotency_key)
         body = await request.body()
         outcome = await anyio.to_thread.run_sync(

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from checkout_api.deps import Ctx
+from checkout_api.errors import database_unreachable, unreachable_reason
 from core import migrate
 from core.errors import DatabaseNotMigrated
 from core.observe import refresh_business_gauges
@@ -30,8 +31,13 @@ def readyz(ctx: Ctx) -> Response:
         migrate.require_current(ctx.engine)
     except DatabaseNotMigrated as exc:
         return Response({"status": "not_ready", "reason": exc.message}, status_code=503)
-    except SQLAlchemyError:
-        return Response({"status": "not_ready", "reason": "database unreachable"}, status_code=503)
+    except SQLAlchemyError as exc:
+        reason = (
+            f"database unreachable: {unreachable_reason(exc)}"
+            if database_unreachable(exc)
+            else f"database error: {type(exc).__name__}"
+        )
+        return Response({"status": "not_ready", "reason": reason}, status_code=503)
     return Response({"status": "ready", "region": ctx.settings.region})
 
 

@@ -6,7 +6,10 @@ import contextlib
 import json
 
 import structlog
-from litestar import MediaType, Response
+from litestar import MediaType, Request, Response
+from litestar.enums import ParamType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import ParameterKwarg
 
 from core.errors import IdempotencyKeyMissing
 from core.idempotency import validate_key
@@ -24,6 +27,23 @@ def require_key(value: str | None) -> str:
     key = validate_key(value)
     structlog.contextvars.bind_contextvars(idempotency_key=key)
     return key
+
+
+def declares_key(handler: HTTPRouteHandler) -> bool:
+    """Whether a route takes an Idempotency-Key header (every idempotent POST declares it)."""
+    return any(
+        isinstance(kwarg := param.kwarg_definition, ParameterKwarg)
+        and kwarg.param_type is ParamType.HEADER
+        and kwarg.name == IDEMPOTENCY_KEY
+        for param in handler.parsed_fn_signature.parameters.values()
+    )
+
+
+async def key_before_body(request: Request) -> None:
+    """App-wide `before_request` hook: it runs after the guards (auth) and before Litestar reads
+    and validates the body, so a request without a usable key is a 400 whatever its body."""
+    if declares_key(request.route_handler):
+        require_key(request.headers.get(IDEMPOTENCY_KEY))
 
 
 def to_response(outcome: Outcome) -> Response[bytes]:

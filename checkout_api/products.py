@@ -12,6 +12,10 @@ from checkout_api.deps import Ctx
 from checkout_api.schemas import ProductOut, ProductPage, VariantOut
 from core import catalog
 
+# Cursors are ones we minted: unpadded URL-safe base64. Anything else is refused as a 422
+# before it reaches the decoder.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
+
 
 def _out(view: catalog.ProductView) -> ProductOut:
     return ProductOut(
@@ -35,7 +39,9 @@ class ProductController(Controller):
         self,
         ctx: Ctx,
         limit: Annotated[int, QueryParameter(ge=1, le=catalog.MAX_PAGE_SIZE)] = 20,
-        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=200, pattern=CURSOR_PATTERN)
+        ] = None,
     ) -> ProductPage:
         with Session(ctx.engine) as session:
             views, next_cursor = catalog.list_products(

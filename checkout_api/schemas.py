@@ -12,13 +12,23 @@ import msgspec
 MAX_LINE_QUANTITY = 100
 MAX_LINES = 50
 
-Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Text a person typed: no control characters (they only ever come from bugs or attacks, and
+# would travel on to Stripe, Shopify and the console). Email also excludes whitespace.
+_TEXT = r"^[^\x00-\x1f\x7f]*$"
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+
+Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_TEXT)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_LINE_QUANTITY)]
 Email = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=320,
+        pattern=rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$",
+    ),
 ]
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-OptionalText = Annotated[str, msgspec.Meta(max_length=200)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
+OptionalText = Annotated[str, msgspec.Meta(max_length=200, pattern=_TEXT)]
 Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
 
 
@@ -63,7 +73,7 @@ class ShippingAddress(msgspec.Struct, forbid_unknown_fields=True):
     name: ShortText
     line1: ShortText
     city: ShortText
-    postal_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    postal_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=_TEXT)]
     country: Country
     line2: OptionalText | None = None
     state: OptionalText | None = None
@@ -115,4 +125,4 @@ class OrderOut(msgspec.Struct):
 
 class RefundCreate(msgspec.Struct, forbid_unknown_fields=True):
     amount: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    reason: OptionalText | None = None

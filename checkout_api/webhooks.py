@@ -10,8 +10,10 @@ import json
 
 import anyio
 from litestar import Request, post
+from litestar.openapi import ResponseSpec
 
 from checkout_api.deps import Ctx
+from checkout_api.schemas import ErrorBody
 from core import payments, shopify_sync
 from core.db import transaction
 from core.errors import InvalidRequest, InvalidSignature, Unauthorized
@@ -21,7 +23,13 @@ from core.stripe_gateway import verify_webhook
 log = get_logger("checkout_api.webhooks")
 
 
-@post("/webhooks/stripe", status_code=200, tags=["webhooks"], summary="Stripe events (signed)")
+@post(
+    "/webhooks/stripe",
+    status_code=200,
+    tags=["webhooks"],
+    summary="Stripe events (signed)",
+    responses={400: ResponseSpec(ErrorBody, description="invalid_signature")},
+)
 async def stripe_webhook(request: Request, ctx: Ctx) -> dict[str, str]:
     body = await request.body()
     secret = ctx.settings.stripe_webhook_secret
@@ -45,7 +53,16 @@ def verify_shopify_hmac(body: bytes, presented: str | None, secret: str) -> None
         raise Unauthorized("X-Shopify-Hmac-Sha256 does not verify")
 
 
-@post("/webhooks/shopify", status_code=200, tags=["webhooks"], summary="Shopify webhooks (HMAC)")
+@post(
+    "/webhooks/shopify",
+    status_code=200,
+    tags=["webhooks"],
+    summary="Shopify webhooks (HMAC)",
+    responses={
+        401: ResponseSpec(ErrorBody, description="unauthorized (HMAC does not verify)"),
+        422: ResponseSpec(ErrorBody, description="invalid_request (topic, event id, JSON)"),
+    },
+)
 async def shopify_webhook(request: Request, ctx: Ctx) -> dict[str, str]:
     body = await request.body()
     secret = ctx.settings.shopify_api_secret

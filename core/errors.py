@@ -139,3 +139,32 @@ class PaymentProviderError(DotshopError):
 
     code = "payment_provider_error"
     http_status = 502
+
+
+class InvalidJson(DotshopError):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+    http_status = 400
+
+
+class InvalidCharacters(DotshopError):
+    """The URL contains characters that no resource of ours has (control characters, or
+    bytes that are not UTF-8)."""
+
+    code = "invalid_characters"
+    http_status = 400
+
+
+class RequestTooLarge(DotshopError):
+    """The request body is too large."""
+
+    code = "request_too_large"
+    http_status = 413
+
+
+class DatabaseUnavailable(DotshopError):
+    """The database is unreachable; retry shortly (with the same Idempotency-Key for writes)."""
+
+    code = "database_unavailable"
+    http_status = 503

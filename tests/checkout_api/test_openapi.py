@@ -59,3 +59,28 @@ def test_checkout_documents_body_header_success_and_errors(schema: dict[str, Any
     assert {"id", "order_id", "status", "amount", "currency", "expires_at", "payment"} <= set(
         checkout_out["properties"]
     )
+
+
+def test_every_operation_documents_the_cross_cutting_errors(schema: dict[str, Any]) -> None:
+    """CONTRACT.md: hostile input is a 4xx with the error shape on any route, and a database
+    outage is 503 database_unavailable with Retry-After: every operation says so."""
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            for status in ("400", "413", "422", "503"):
+                response = op["responses"][status]
+                body = response["content"]["application/json"]["schema"]
+                assert body["$ref"].endswith("/ErrorBody"), (method, path, status)
+            assert "Retry-After" in op["responses"]["503"]["headers"], (method, path)
+            if path.startswith("/admin/"):
+                assert "401" in op["responses"], (method, path)
+
+
+def test_idempotency_key_is_documented_as_required(schema: dict[str, Any]) -> None:
+    for path in (
+        "/v1/checkouts",
+        "/v1/checkouts/{checkout_id}/cancel",
+        "/admin/v1/orders/{order_id}/refunds",
+    ):
+        (header,) = [p for p in schema["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key" and header["required"] is True, path
+        assert header["schema"]["minLength"] == 16 and header["schema"]["maxLength"] == 255

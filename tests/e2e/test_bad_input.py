@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import SHOPIFY_SECRET, WEBHOOK_SECRET, Stack
+from tests.e2e.conftest import ADMIN_TOKEN, SHOPIFY_SECRET, WEBHOOK_SECRET, Stack
 from tests.e2e.helpers import ADDRESS, skus_with_stock
 
 BUSINESS_TABLES = (
@@ -224,3 +224,131 @@ def test_admin_requires_the_bearer_token(stack: Stack) -> None:
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Basic abc"}, timeout=10).status_code == 401
+
+
+def _request(stack: Stack, method: str, path: str, **kwargs: object) -> httpx.Response:
+    headers = {"Idempotency-Key": str(uuid.uuid4()), "Authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers.update(kwargs.pop("headers", {}))  # type: ignore[arg-type]
+    return httpx.request(method, f"{stack.api['us']}{path}", headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+DEEP_JSON = b"[" * 20_000 + b"]" * 20_000
+LONG_CHECKOUT_ID = "chk_" + "a" * 70
+
+
+def _with_nul(sku: str, where: str) -> bytes:
+    body = good(sku)
+    if where == "email":
+        body["email"] = "ada\x00@example.com"
+    elif where == "address":
+        body["shipping_address"] = {**ADDRESS, "line1": "12 St James\x00s Square"}
+    else:
+        body["lines"] = [{"sku": sku + "\x00", "quantity": 1}]
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "make_body"),
+    [
+        ("POST", "/v1/checkouts", lambda sku: DEEP_JSON),
+        ("POST", "/admin/v1/orders/ord_x/refunds", lambda sku: DEEP_JSON),
+        ("POST", "/webhooks/shopify", lambda sku: DEEP_JSON),
+        ("POST", "/v1/checkouts", lambda sku: _with_nul(sku, "email")),
+        ("POST", "/v1/checkouts", lambda sku: _with_nul(sku, "address")),
+        ("POST", "/v1/checkouts", lambda sku: _with_nul(sku, "sku")),
+        ("POST", "/v1/checkouts", lambda sku: b'{"email": "ada\xff@example.com"}'),
+        ("POST", "/admin/v1/orders/ord_x/refunds", lambda sku: b'{"reason": "\xc3\x28"}'),
+        ("GET", "/v1/orders/ord_%00x", None),
+        ("GET", "/v1/products/handle%00", None),
+        ("GET", "/v1/products?cursor=%00", None),
+        ("GET", "/v1/products?cursor=%C3%A9t%C3%A9", None),
+        ("POST", "/v1/checkouts/chk_%00/cancel", None),
+        ("POST", f"/v1/checkouts/{LONG_CHECKOUT_ID}/cancel", None),
+        ("GET", "/admin/v1/orders/ord_%00", None),
+        ("POST", "/admin/v1/outbox/obx_%00/retry", None),
+        ("POST", "/admin/v1/orders/ord_%00/refunds", None),
+    ],
+    ids=[
+        "deep-json-checkout",
+        "deep-json-admin-refund",
+        "deep-json-webhook",
+        "nul-email",
+        "nul-address",
+        "nul-sku",
+        "non-utf8-body",
+        "non-utf8-admin-body",
+        "nul-order-id",
+        "nul-product-handle",
+        "nul-cursor",
+        "non-ascii-cursor",
+        "nul-checkout-id",
+        "long-checkout-id",
+        "nul-admin-order-id",
+        "nul-outbox-id",
+        "nul-refund-order-id",
+    ],
+)
+def test_hostile_input_is_a_4xx_with_our_error_shape(
+    stack: Stack, method: str, path: str, make_body
+) -> None:
+    """CONTRACT.md: hostile input (NUL or control characters, invalid UTF-8, absurd nesting or
+    lengths) is a 4xx with the error shape on any route, never a 5xx, and writes nothing."""
+    sku = skus_with_stock(stack)[0]
+    before = counts(stack)
+    content = make_body(sku) if make_body else None
+    response = _request(stack, method, path, content=content)
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and isinstance(error["message"], str)
+    assert counts(stack) == before
+
+
+@pytest.mark.parametrize(
+    "email", ["ada\x01@example.com", "ada@exa\x1bmple.com", "ada@example.com\x7f", "ada\n@x.io"]
+)
+def test_control_characters_in_an_email_are_refused(stack: Stack, email: str) -> None:
+    """An email never holds control characters: 422 invalid_request (201 before)."""
+    sku = skus_with_stock(stack)[0]
+    before = counts(stack)
+    response = post(stack, good(sku, email=email))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert counts(stack) == before
+
+
+IDEMPOTENT_POSTS = [
+    ("/v1/checkouts", {"email": 3}),
+    ("/v1/checkouts/chk_0123456789abcdef01234567/cancel", {"unexpected": True}),
+    ("/admin/v1/orders/ord_0123456789abcdef01234567/refunds", {"amount": -5}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), IDEMPOTENT_POSTS, ids=["create", "cancel", "refund"])
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [(None, "idempotency_key_missing"), ("too-short", "idempotency_key_invalid")],
+    ids=["missing", "short"],
+)
+def test_the_key_is_checked_before_the_body(
+    stack: Stack, path: str, body: dict, key: str | None, code: str
+) -> None:
+    """CONTRACT.md: Idempotency-Key is required (400 idempotency_key_missing) and checked
+    before the body, so an invalid body without a usable key is still that 400 (422 before)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    before = counts(stack)
+    response = httpx.post(
+        f"{stack.api['us']}{path}", content=json.dumps(body), headers=headers, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+    assert counts(stack) == before
+
+
+def test_admin_routes_still_ask_for_the_token_first(stack: Stack) -> None:
+    """The bearer guard runs before the key check: no token, no hint about the key."""
+    response = httpx.post(
+        f"{stack.api['us']}/admin/v1/orders/ord_x/refunds", json={"amount": -5}, timeout=30
+    )
+    assert response.status_code == 401
