@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -467,6 +467,72 @@ def _run_phase(
             session.outcome = step(session, key)
 
 
+# ------------------------------------------------------------------------------ stalled keys
+
+# -- claim_stalled_key --
+# One unfinished key at :point of :scope that nobody has run since :stalled_before: the request
+# holding it died (its locked_at is that old) or failed, unlocked it, and its client never came
+# back. Setting a fresh locked_at is begin()'s takeover, so the lock is the fence: a straggler
+# of the old request can no longer commit a phase, and a client arriving now gets 409 until the
+# completer is done. Rows another completer (or a begin) is locking are skipped; once it
+# commits, its fresh lock no longer matches. The probe uses ix_idempotency_key_unfinished.
+_CLAIM_STALLED = text(
+    """
+    UPDATE idempotency_key
+       SET locked_at = :now, last_run_at = :now
+     WHERE id = (
+             SELECT id
+               FROM idempotency_key
+              WHERE recovery_point = :point
+                AND scope = :scope
+                AND last_run_at <= :stalled_before
+                AND (locked_at IS NULL OR locked_at <= :stalled_before)
+              ORDER BY last_run_at
+              LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+    RETURNING *
+    """
+)
+
+# -- unlock_stalled_started --
+# Keys still at `started` whose request died holding them: nothing was committed under them,
+# so unlocking is all they need (a retry starts from scratch, as begin() would let it anyway).
+_UNLOCK_STALLED_STARTED = text(
+    """
+    UPDATE idempotency_key
+       SET locked_at = NULL
+     WHERE id IN (
+             SELECT id
+               FROM idempotency_key
+              WHERE recovery_point = 'started'
+                AND locked_at <= :stalled_before
+              LIMIT :limit
+                FOR UPDATE SKIP LOCKED)
+    """
+)
+
+
+def claim_stalled(
+    engine: Engine, *, scope: str, point: str, stalled_before: datetime, now: datetime
+) -> KeyRecord | None:
+    """Lock one key of `scope` stranded at recovery point `point` (untouched since
+    `stalled_before`) for the caller, who resumes it with `run`; None when there is none."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            _CLAIM_STALLED,
+            {"scope": scope, "point": point, "stalled_before": stalled_before, "now": now},
+        ).one_or_none()
+    return None if row is None else _record(row)
+
+
+def unlock_stalled_started(engine: Engine, *, stalled_before: datetime, limit: int) -> int:
+    """Unlock up to `limit` keys at `started` locked since before `stalled_before`."""
+    with engine.begin() as conn:
+        return conn.execute(
+            _UNLOCK_STALLED_STARTED, {"stalled_before": stalled_before, "limit": limit}
+        ).rowcount
+
+
 # ------------------------------------------------------------------------------------ reaper
 
 
@@ -505,10 +571,12 @@ __all__ = [
     "StoredResponse",
     "atomic_phase",
     "begin",
+    "claim_stalled",
     "fingerprint",
     "provider_key",
     "reap_expired",
     "run",
     "unlock",
+    "unlock_stalled_started",
     "validate_key",
 ]

@@ -294,6 +294,12 @@ class IdempotencyKey(Base):
         CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
         CheckConstraint("char_length(scope) <= 100", name="scope_length"),
         Index("ix_idempotency_key_expires_at", "expires_at"),
+        # The completer's probe for stranded keys: only unfinished keys, a small set.
+        Index(
+            "ix_idempotency_key_unfinished",
+            "last_run_at",
+            postgresql_where=text("recovery_point <> 'finished'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)  # idk_...

@@ -96,8 +96,11 @@ def outage(stripe_base: str) -> Iterator[Any]:
 # -------------------------------------------------------------------------------- helpers
 
 
-def seed_sku(engine: Engine, available: int, price: int = UNIT_PRICE) -> str:
+def seed_sku(
+    engine: Engine, available: int, price: int = UNIT_PRICE, eur_price: int | None = None
+) -> str:
     n = next(_numbers)
+    prices = {"usd": price} | ({"eur": eur_price} if eur_price is not None else {})
     sku = f"CHK-{n:04d}"
     with transaction(engine) as s:
         catalog.upsert_product(
@@ -107,7 +110,7 @@ def seed_sku(engine: Engine, available: int, price: int = UNIT_PRICE) -> str:
                 handle=f"checkout-{n}",
                 title=f"Checkout product {n}",
                 updated_at=T0,
-                variants=[VariantData(sku, sku, 10_000 + n, 10_000 + n, {"usd": price})],
+                variants=[VariantData(sku, sku, 10_000 + n, 10_000 + n, prices)],
             ),
         )
         inventory.upsert_stock(s, sku, available, T0)
@@ -209,6 +212,34 @@ def test_crash_after_stripe_created_the_intent_resumes_with_the_same_intent(
     row = key_row(clean_engine, "checkout-key-crash-0001")
     assert (row.recovery_point, row.locked_at, row.response_status) == ("finished", None, 201)
     assert_replayed(clean_engine, gateway, settings, "checkout-key-crash-0001", done, {sku: 2})
+
+
+def test_a_retry_in_the_other_region_resumes_the_same_checkout(
+    clean_engine: Engine, gateway: StripeGateway, settings: Settings, stripe_base: str
+) -> None:
+    """CONTRACT.md: a key is the storefront's, not a region's. A shopper whose `us` request
+    died after Stripe made the PaymentIntent fails over to `eu` with the same key and body: the
+    `eu` process resumes that checkout (its usd amount, its PaymentIntent), it makes no second
+    order in eur."""
+    sku = seed_sku(clean_engine, available=5, eur_price=2300)
+    crashing = CrashAfterStripe(gateway)
+    with pytest.raises(Crashed):
+        checkout(clean_engine, crashing, settings, "checkout-key-failover-0001", {sku: 1})
+    order_id = key_row(clean_engine, "checkout-key-failover-0001").state["order_id"]
+    eu = settings.model_copy(update={"region": "eu"})
+
+    done = checkout(clean_engine, gateway, eu, "checkout-key-failover-0001", {sku: 1})
+
+    assert (done.status, done.replayed) == (201, False)
+    body = json.loads(done.body)
+    assert (body["order_id"], body["amount"], body["currency"]) == (order_id, 2500, "usd")
+    (created,) = crashing.created
+    assert body["payment"]["payment_intent_id"] == created.id
+    assert [pi["id"] for pi in stripe_intents(stripe_base, order_id)] == [created.id]
+    assert order_count(clean_engine) == 1
+    assert stock(clean_engine, sku) == (1, 0, 4)
+    # Back in `us`, the same key replays what `eu` stored.
+    assert_replayed(clean_engine, gateway, settings, "checkout-key-failover-0001", done, {sku: 1})
 
 
 @pytest.mark.parametrize("phase", ["before", "after"])

@@ -151,10 +151,10 @@ def test_same_key_different_request_is_reused_and_writes_nothing(clean_engine: E
         assert conn.execute(select(IdempotencyKey.__table__)).all() == before
     assert _effects(clean_engine, "reuse-key-0000000001") == 1
     assert _begin(clean_engine, "reuse-key-0000000001", b'{ "a":1 }') == stored
-    # Another scope (e.g. another region) is another key.
+    # Another scope (e.g. the admin API's) is another key.
     other = idem.begin(
         clean_engine,
-        scope="POST /v1/checkouts eu",
+        scope="admin:POST /v1/checkouts",
         key="reuse-key-0000000001",
         method="POST",
         path=PATH,

@@ -191,6 +191,12 @@ def upgrade() -> None:
         ["ordering_key", "id"],
         postgresql_where=sa.text("status IN ('pending', 'dead')"),
     )
+    op.create_index(
+        "ix_idempotency_key_unfinished",
+        "idempotency_key",
+        ["last_run_at"],
+        postgresql_where=sa.text("recovery_point <> 'finished'"),
+    )
     op.execute(TRIGGERS_UP)
     for table in APPEND_ONLY:
         op.execute(
@@ -203,6 +209,11 @@ def downgrade() -> None:
     for table in APPEND_ONLY:
         op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
     op.execute(TRIGGERS_DOWN)
+    op.drop_index(
+        "ix_idempotency_key_unfinished",
+        table_name="idempotency_key",
+        postgresql_where=sa.text("recovery_point <> 'finished'"),
+    )
     op.drop_index("ix_outbox_pending", table_name="outbox")
     op.create_index(
         "ix_outbox_pending",
