@@ -5,7 +5,22 @@ from __future__ import annotations
 import secrets
 
 PREFIXES = frozenset(
-    {"chk", "ord", "rsv", "led", "obx", "evt", "idk", "aud", "prd", "var", "run", "vio", "req"}
+    {
+        "chk",
+        "ord",
+        "rsv",
+        "led",
+        "obx",
+        "evt",
+        "idk",
+        "aud",
+        "prd",
+        "var",
+        "run",
+        "vio",
+        "req",
+        "rfd",
+    }
 )
 
 

@@ -2,11 +2,13 @@
 
 `accept` inserts inside the caller's transaction; a redelivery of an event already accepted is
 a no-op. Events that cannot be applied yet are kept as `flagged` with the reason, never dropped,
-and re-applied later by `flagged()` consumers (the sweeper)."""
+and re-applied later by `flagged()` consumers (the sweeper), which mark them `abandoned` (with
+an alert) once retrying them is pointless."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -15,7 +17,13 @@ from sqlalchemy.orm import Session
 
 from core.models import WebhookInbox
 
-RECEIVED, PROCESSED, FLAGGED, FAILED = "received", "processed", "flagged", "failed"
+RECEIVED, PROCESSED, FLAGGED, FAILED, ABANDONED = (
+    "received",
+    "processed",
+    "flagged",
+    "failed",
+    "abandoned",
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ class InboxEvent:
     payload: dict[str, Any]
     status: str
     error: str | None
+    attempts: int = 0
+    received_at: datetime | None = None
 
 
 def accept(
@@ -73,16 +83,16 @@ def flagged(
     if reason_prefix:
         query = query.where(WebhookInbox.error.startswith(reason_prefix))
     return [
-        InboxEvent(r.id, r.provider, r.event_id, r.event_type, r.payload, r.status, r.error)
+        InboxEvent(
+            r.id,
+            r.provider,
+            r.event_id,
+            r.event_type,
+            r.payload,
+            r.status,
+            r.error,
+            r.attempts,
+            r.received_at,
+        )
         for r in session.scalars(query)
     ]
-
-
-def statuses(session: Session, inbox_ids: list[int]) -> dict[int, str]:
-    """The current status of each of these inbox rows."""
-    if not inbox_ids:
-        return {}
-    rows = session.execute(
-        select(WebhookInbox.id, WebhookInbox.status).where(WebhookInbox.id.in_(inbox_ids))
-    ).all()
-    return {row_id: status for row_id, status in rows}

@@ -3,9 +3,9 @@
 Amounts are signed integer minor units: debit positive, credit negative. Every transaction's
 postings sum to 0 per currency; `post` checks that before touching the database, and a deferred
 trigger (see the migration) refuses an unbalanced transaction at commit anyway. Each
-transaction is unique by its `source` (`payment:pi_...`, `refund:ch_...:<total>`, ...), so a
-replayed event posts nothing. Rows are never updated or deleted (triggers refuse it): a mistake
-is corrected by a new, reversing transaction.
+transaction is unique by its `source` (`payment:pi_...`, `refund:re_...`, `txn:txn_...` for a
+Stripe balance transaction, ...), so a replayed event posts nothing. Rows are never updated or
+deleted (triggers refuse it): a mistake is corrected by a new, reversing transaction.
 """
 
 from __future__ import annotations
@@ -36,8 +36,12 @@ REFUNDS = "revenue:refunds"
 STRIPE_FEES = "expenses:stripe_fees"
 # Funds withdrawn by a dispute (chargeback); credited back if we win it.
 DISPUTES = "expenses:disputes"
-# Stripe's fee for handling a dispute (not returned when the dispute is won).
+# Stripe's fee for handling a dispute (returned when the dispute is won).
 DISPUTE_FEES = "expenses:dispute_fees"
+# Suspense: money Stripe took that does not match its order (another amount or currency). Not
+# revenue until a human settles it (refund it, or book it against the order); kept in the
+# charge's own currency.
+UNMATCHED_PAYMENTS = "liabilities:unmatched_payments"
 
 # Ledger currencies are stored like Stripe writes them (and the CHECK demands): 'usd', 'eur'.
 _CURRENCY = re.compile(r"^[a-z]{3}$")
@@ -213,33 +217,39 @@ def fee_postings(fee: int, currency: str) -> list[Posting]:
     return [Posting(STRIPE_FEES, fee, cur), Posting(STRIPE_BALANCE, -fee, cur)]
 
 
-def refund_postings(amount: int, currency: str) -> list[Posting]:
-    """Money went back to the customer out of the Stripe balance."""
+def unmatched_payment_postings(amount: int, currency: str) -> list[Posting]:
+    """Stripe holds money that matches no order as it stands: a liability until settled."""
+    _positive(amount, "payment")
+    cur = currency.lower()
+    return [Posting(STRIPE_BALANCE, amount, cur), Posting(UNMATCHED_PAYMENTS, -amount, cur)]
+
+
+def refund_postings(amount: int, currency: str, account: str = REFUNDS) -> list[Posting]:
+    """Money went back to the customer out of the Stripe balance (charged to `account`: refunds,
+    or the suspense account for a payment that never matched its order)."""
     _positive(amount, "refund")
     cur = currency.lower()
-    return [Posting(REFUNDS, amount, cur), Posting(STRIPE_BALANCE, -amount, cur)]
+    return [Posting(account, amount, cur), Posting(STRIPE_BALANCE, -amount, cur)]
 
 
-def dispute_postings(amount: int, currency: str, fee: int = 0) -> list[Posting]:
-    """A dispute opened: Stripe withdrew the disputed amount and its dispute fee."""
-    _positive(amount, "dispute")
-    cur = currency.lower()
-    postings = [Posting(DISPUTES, amount, cur)]
-    if fee:
-        _positive(fee, "dispute fee")
-        postings.append(Posting(DISPUTE_FEES, fee, cur))
-    return [*postings, Posting(STRIPE_BALANCE, -(amount + fee), cur)]
-
-
-def dispute_won_postings(amount: int, currency: str, fee_returned: int = 0) -> list[Posting]:
-    """A dispute was won: the disputed amount (and, where Stripe returns it, the fee) came back."""
-    _positive(amount, "dispute")
-    cur = currency.lower()
-    postings = [
-        Posting(STRIPE_BALANCE, amount + fee_returned, cur),
-        Posting(DISPUTES, -amount, cur),
+def refund_failure_postings(amount: int, currency: str, account: str = REFUNDS) -> list[Posting]:
+    """A refund failed: the money came back to the balance (the reverse of `refund_postings`)."""
+    return [
+        Posting(p.account, -p.amount_minor, p.currency)
+        for p in refund_postings(amount, currency, account)
     ]
-    if fee_returned:
-        _positive(fee_returned, "returned dispute fee")
-        postings.append(Posting(DISPUTE_FEES, -fee_returned, cur))
-    return postings
+
+
+def dispute_postings(amount: int, fee: int, currency: str) -> list[Posting]:
+    """One balance transaction of a dispute, signed as Stripe reports it: a withdrawal has
+    amount < 0 and fee > 0, a reinstatement (dispute won) amount > 0 and fee < 0. Zero legs
+    are left out."""
+    cur = currency.lower()
+    if amount == 0 and fee == 0:
+        raise InvalidRequest("a dispute balance transaction moves money", amount=amount)
+    legs = [
+        Posting(DISPUTES, -amount, cur),
+        Posting(DISPUTE_FEES, fee, cur),
+        Posting(STRIPE_BALANCE, amount - fee, cur),
+    ]
+    return [p for p in legs if p.amount_minor]

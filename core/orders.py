@@ -1,7 +1,8 @@
-"""Orders: creation, status transitions and the append-only timeline.
+"""Orders: creation, status transitions, the append-only timeline and flags for humans.
 
 Statuses: awaiting_payment -> paid -> (partially_refunded | refunded | disputed);
-awaiting_payment -> cancelled. Every transition writes an order_event in the same transaction.
+awaiting_payment -> cancelled. Every transition writes an order_event in the same transaction;
+the database refuses any move not in the migration's ORDER_TRANSITIONS.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
-from core.models import Order, OrderEvent, OrderLine
+from core.models import Order, OrderEvent, OrderFlag, OrderLine
 
 AWAITING_PAYMENT = "awaiting_payment"
 PAID = "paid"
@@ -23,6 +25,15 @@ CANCELLED = "cancelled"
 REFUNDED = "refunded"
 PARTIALLY_REFUNDED = "partially_refunded"
 DISPUTED = "disputed"
+# Where a paid order rests when no dispute holds it: what its confirmed refunds make it.
+SETTLED = (PAID, PARTIALLY_REFUNDED, REFUNDED)
+# Flag: Stripe took another amount or currency than the order's.
+PAYMENT_MISMATCH = "payment_mismatch"
+
+
+def order_key(order_id: str) -> str:
+    """The outbox ordering key of an order's messages that must keep their order."""
+    return f"order:{order_id}"
 
 
 @dataclass(frozen=True)
@@ -163,11 +174,27 @@ def require_status(order: Order, *allowed: str) -> None:
         )
 
 
-def requested_refunds(session: Session, order_id: str) -> int:
-    """Minor units of refunds requested so far (the caller holds the order lock)."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(OrderEvent.data["amount"].as_integer()), 0)).where(
-            OrderEvent.order_id == order_id, OrderEvent.kind == "refund_requested"
-        )
-    )
-    return int(total or 0)
+def settled_status(order: Order) -> str:
+    """The status a paid order has by its confirmed refunds alone."""
+    if order.refunded_minor >= order.amount_minor:
+        return REFUNDED
+    return PARTIALLY_REFUNDED if order.refunded_minor else PAID
+
+
+def has_event(session: Session, order_id: str, kinds: Sequence[str], **data: str) -> bool:
+    """Whether the timeline holds an event of one of these kinds whose data has these values."""
+    query = select(OrderEvent.id).where(OrderEvent.order_id == order_id, OrderEvent.kind.in_(kinds))
+    for name, value in data.items():
+        query = query.where(OrderEvent.data[name].astext == value)
+    return session.scalar(query.limit(1)) is not None
+
+
+def flag(session: Session, order_id: str, kind: str, data: dict[str, Any]) -> bool:
+    """Raise a flag for a human (kept until resolved); False when it was raised already."""
+    row = session.execute(
+        insert(OrderFlag)
+        .values(order_id=order_id, kind=kind, data=data)
+        .on_conflict_do_nothing(index_elements=[OrderFlag.order_id, OrderFlag.kind])
+        .returning(OrderFlag.kind)
+    ).scalar_one_or_none()
+    return row is not None

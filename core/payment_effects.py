@@ -1,8 +1,9 @@
 """Outbox handlers that talk to Stripe: cancel a PaymentIntent, refund, fetch fees.
 
-Each is idempotent: Stripe calls carry keys derived from our ids, and what comes back is applied
-through the same idempotent functions the webhooks use, so a redelivered message, a webhook and
-a handler reporting the same refund post it once."""
+Each is idempotent and converges when retried after dying at any point: Stripe calls carry keys
+derived from our ids (a retried refund returns the refund made the first time), and what comes
+back is applied through the same idempotent functions the webhooks use, keyed by Stripe's ids,
+so a redelivered message, a webhook and a handler reporting the same refund post it once."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from core import ledger, payments
+from core import ledger, orders, payments, refunds
 from core.db import transaction
 from core.errors import PaymentProviderError
+from core.logs import get_logger
+from core.models import Order
 from core.outbox import Handlers, Message, PermanentError
 from core.stripe_gateway import StripeGateway
+
+log = get_logger("core.payment_effects")
 
 
 class StripeEffects:
@@ -27,21 +33,35 @@ class StripeEffects:
         self.gateway.cancel_payment_intent(message.payload["payment_intent_id"])
 
     def refund(self, message: Message) -> None:
-        p = message.payload
+        """Send a `requested` refund row to Stripe and record what Stripe answered."""
+        with Session(self.engine) as session:
+            row = refunds.get(session, message.payload["refund_id"])
+            if row is None:
+                raise PermanentError(f"no refund {message.payload['refund_id']}")
+            if row.stripe_refund_id is not None or row.status != refunds.REQUESTED:
+                return  # recorded by an earlier attempt, or by the refund's webhook
+            order = session.get(Order, row.order_id)
+            if order is None or order.payment_intent_id is None:
+                raise PermanentError(f"refund {row.id}: its order has no PaymentIntent")
+            call = {
+                "payment_intent_id": order.payment_intent_id,
+                "amount": row.amount_minor,
+                "refund_key": row.refund_key or row.id,
+                "reason": row.reason,
+            }
         try:
-            self.gateway.refund(
-                payment_intent_id=p["payment_intent_id"],
-                amount=p["amount"],
-                refund_key=p["refund_key"],
-                reason=p.get("reason"),
-            )
+            refund = self.gateway.refund(**call)
         except PaymentProviderError as exc:
-            raise PermanentError(f"Stripe refused refund {p['refund_key']}: {exc.message}") from exc
-        # Apply what Stripe now says without waiting for (or depending on) the webhook.
-        charge = self.gateway.latest_charge(p["payment_intent_id"])
-        if charge is not None:
+            # Stripe refused it (already refunded, disputed...): no refund exists, so its amount
+            # is refundable again; an operator sees the `refund_failed` event.
             with transaction(self.engine) as session:
-                payments.apply_charge_refunded(session, charge)
+                orders.lock(session, row.order_id)
+                refunds.refused(session, row.id, exc.message)
+            log.warning("refund_refused", refund_id=row.id, order_id=row.order_id, alert=True)
+            return
+        # Apply what Stripe now says without waiting for (or depending on) the webhook.
+        with transaction(self.engine) as session:
+            payments.apply_refund(session, refund)
 
     def fetch_fees(self, message: Message) -> None:
         p = message.payload

@@ -1,45 +1,80 @@
 """Apply Stripe events to orders, stock and the ledger — idempotently and in any order.
 
 Each event is applied inside the transaction that accepted it into the inbox, so an event is
-either fully applied or not accepted at all (and Stripe redelivers it). Business facts are
-keyed by Stripe's own ids (`payment:pi_...`, `refund:ch_...:<cumulative>`, `dispute:dp_...`), so
-the same fact reported by two different events, or replayed, posts once. An event that needs a
-fact we have not seen yet (a refund before the payment) is kept `flagged` and re-applied when
-the payment lands; one for a PaymentIntent we do not know is kept `flagged` too.
+either fully applied or not accepted at all (and Stripe redelivers it). Money is keyed by
+Stripe's own ids (`payment:pi_...`, `refund:re_...`, `txn:txn_...` for a dispute's balance
+transactions), so the same fact reported by two events, or replayed, posts once. An event that
+needs a fact we have not seen yet (a refund before the payment) is kept `flagged` and re-applied
+when the payment lands; one for a PaymentIntent we do not know is kept `flagged` too, until the
+sweeper gives up on it (`MAX_FLAGGED_AGE`, `MAX_FLAGGED_ATTEMPTS`) and marks it `abandoned`.
+
+Disputes: money moves only with a dispute's balance transactions, which Stripe reports with
+`charge.dispute.funds_withdrawn` and `charge.dispute.funds_reinstated`; an inquiry
+(`warning_needs_response`, `warning_under_review`, `warning_closed`) has none. The other
+dispute events only move the order: `created` makes it `disputed`, `closed` as `won` or
+`warning_closed` returns it to its settled status, `lost` keeps it `disputed`.
+
+A payment whose amount or currency differs from its order is not a sale: the money goes to the
+suspense account `liabilities:unmatched_payments` (in the charge's currency), the order is
+cancelled as `payment_mismatch` with a flag and an audit record for a human, its hold is
+released, and nothing is pushed to Shopify. Stripe's fee on it is still booked (it was taken).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import inbox, inventory, ledger, metrics, orders, outbox
+from core import audit, inbox, inventory, ledger, metrics, orders, outbox, refunds
 from core.errors import NotFound
 from core.logs import get_logger
-from core.models import Order
+from core.models import Order, Refund
+from core.orders import order_key as order_key
+from core.refunds import REFUND as REFUND
 
 log = get_logger("core.payments")
 
-# Outbox topics this module writes; their handlers live in core.payment_effects.
+# Outbox topics this module writes; their handlers live in core.payment_effects (Stripe) and
+# core.shopify_sync (the push, which reads the order's state and cancels or refunds the Shopify
+# order to match).
 CANCEL_PAYMENT_INTENT = "stripe.cancel_payment_intent"
-REFUND = "stripe.refund"
 FETCH_FEES = "stripe.fetch_fees"
 PUSH_ORDER_TO_SHOPIFY = "shopify.push_order"
 
 UNKNOWN_PAYMENT_INTENT = "unknown_payment_intent"
 WAITING_FOR_PAYMENT = "waiting_for_payment"
 OUT_OF_STOCK_AFTER_PAYMENT = "out_of_stock_after_payment"
+PAYMENT_MISMATCH = orders.PAYMENT_MISMATCH
+
+# Statuses of a dispute that is still open; `warning_*` ones are inquiries (no money moved).
+DISPUTE_OPEN = ("warning_needs_response", "warning_under_review", "needs_response", "under_review")
+# Closed in our favour, or an inquiry that never became a chargeback: the order is settled again.
+DISPUTE_RELEASED = ("won", "warning_closed")
+_DISPUTE_ENDED = ("dispute_won", "dispute_lost", "inquiry_closed")
+
+# Giving up on a flagged event. Stripe redelivers an undelivered event for up to three days, so
+# an event still waiting after that waits for something that will not come by webhook (or for
+# a PaymentIntent of another integration sharing the account): alert and stop retrying.
+MAX_FLAGGED_AGE = timedelta(days=3)
+# The sweeper retries every flagged event about every 2 s: this is ~2.3 days of it, so age
+# decides normally, and attempts bound the work one event costs if sweeps run much faster.
+MAX_FLAGGED_ATTEMPTS = 100_000
+ABANDONED_TOO_OLD = "abandoned_too_old"
+ABANDONED_TOO_MANY_ATTEMPTS = "abandoned_too_many_attempts"
+
+
+def fees_key(order_id: str) -> str:
+    """Fees have their own ordering key: a Stripe read outage must not hold back the order's
+    Shopify push (which shares `order:<id>`)."""
+    return f"fees:{order_id}"
 
 
 class Deferred(Exception):
     """The event cannot be applied yet; keep it flagged with this reason."""
-
-
-def order_key(order_id: str) -> str:
-    return f"order:{order_id}"
 
 
 def enqueue_cancel_payment_intent(session: Session, order: Order) -> None:
@@ -53,22 +88,13 @@ def enqueue_cancel_payment_intent(session: Session, order: Order) -> None:
         )
 
 
-def enqueue_refund(
-    session: Session, order: Order, *, amount: int | None, refund_key: str, reason: str | None
-) -> None:
-    """Queue a refund (all that remains when amount is None) for after commit; `refund_key`
-    becomes Stripe's idempotency key, so the refund happens once however often it is sent."""
+def enqueue_push(session: Session, order: Order) -> None:
+    """Queue the Shopify push of the order as it now stands."""
     outbox.enqueue(
         session,
-        topic=REFUND,
+        topic=PUSH_ORDER_TO_SHOPIFY,
         ordering_key=order_key(order.id),
-        payload={
-            "order_id": order.id,
-            "payment_intent_id": order.payment_intent_id,
-            "amount": amount,
-            "refund_key": refund_key,
-            "reason": reason,
-        },
+        payload={"order_id": order.id},
     )
 
 
@@ -103,18 +129,47 @@ def _order_for(session: Session, obj: dict[str, Any]) -> Order:
 # ----------------------------------------------------------------------------- payment intents
 
 
-def _payment_succeeded(session: Session, obj: dict[str, Any]) -> None:
+def _payment_succeeded(session: Session, obj: dict[str, Any]) -> frozenset[int]:
     order = _order_for(session, obj)
     if order.paid_at is not None:
-        return  # the same fact, again
+        return frozenset()  # the same fact, again
     amount, currency = obj["amount_received"] or obj["amount"], obj["currency"]
-    if order.status == orders.AWAITING_PAYMENT and inventory.commit(session, order.id):
-        stock_ok = True
-    else:
-        # The hold expired or was released before the money arrived: take the stock again
-        # if it is there; never confirm stock that is not.
-        stock_ok = inventory.rereserve_and_commit(session, order.id)
     order.paid_at = _at(obj)
+    outbox.enqueue(
+        session,
+        topic=FETCH_FEES,
+        ordering_key=fees_key(order.id),
+        payload={"order_id": order.id, "payment_intent_id": obj["id"]},
+    )
+    if (amount, currency.lower()) != (order.amount_minor, order.currency.lower()):
+        _payment_mismatch(session, order, obj, amount, currency)
+    elif _take_stock(session, order):
+        _paid(session, order, obj, amount)
+    else:
+        _book_payment(session, order, obj, amount, currency)
+        orders.cancel(session, order, OUT_OF_STOCK_AFTER_PAYMENT)
+        refunds.request(
+            session,
+            order,
+            amount=refunds.remaining(session, order),
+            refund_key=f"{order.id}-oos",
+            reason="requested_by_customer",
+            actor="dotshop",
+        )
+    return _apply_deferred(session, order)
+
+
+def _take_stock(session: Session, order: Order) -> bool:
+    """Commit the order's hold; if it expired or was released before the money arrived, take
+    the stock again if it is there. Never confirm stock that is not."""
+    if order.status == orders.AWAITING_PAYMENT and inventory.commit(session, order.id):
+        return True
+    return inventory.rereserve_and_commit(session, order.id)
+
+
+def _book_payment(
+    session: Session, order: Order, obj: dict[str, Any], amount: int, currency: str
+) -> None:
     ledger.post(
         session,
         source=f"payment:{obj['id']}",
@@ -124,33 +179,46 @@ def _payment_succeeded(session: Session, obj: dict[str, Any]) -> None:
         order_id=order.id,
         description=f"Stripe payment {obj['id']}",
     )
-    outbox.enqueue(
-        session,
-        topic=FETCH_FEES,
-        ordering_key=order_key(order.id),
-        payload={"order_id": order.id, "payment_intent_id": obj["id"]},
+
+
+def _paid(session: Session, order: Order, obj: dict[str, Any], amount: int) -> None:
+    _book_payment(session, order, obj, amount, obj["currency"])
+    order.cancel_reason = None
+    orders.transition(
+        session, order, orders.PAID, "paid", {"payment_intent_id": obj["id"], "amount": amount}
     )
-    if stock_ok:
-        order.cancel_reason = None
-        orders.transition(
-            session, order, orders.PAID, "paid", {"payment_intent_id": obj["id"], "amount": amount}
-        )
-        outbox.enqueue(
-            session,
-            topic=PUSH_ORDER_TO_SHOPIFY,
-            ordering_key=order_key(order.id),
-            payload={"order_id": order.id},
-        )
+    enqueue_push(session, order)
+
+
+def _payment_mismatch(
+    session: Session, order: Order, obj: dict[str, Any], amount: int, currency: str
+) -> None:
+    """Stripe took another amount or currency than the order's: suspense, not revenue."""
+    found = {
+        "payment_intent_id": obj["id"],
+        "expected_amount": order.amount_minor,
+        "expected_currency": order.currency,
+        "received_amount": amount,
+        "received_currency": currency,
+    }
+    ledger.post(
+        session,
+        source=f"payment:{obj['id']}",
+        kind="payment_mismatch",
+        postings=ledger.unmatched_payment_postings(amount, currency),
+        occurred_at=_at(obj),
+        order_id=order.id,
+        description=f"Stripe payment {obj['id']} does not match order {order.id}",
+    )
+    orders.flag(session, order.id, PAYMENT_MISMATCH, found)
+    audit.record(session, actor="stripe", action="payment.mismatch", subject=order.id, data=found)
+    orders.add_event(session, order.id, PAYMENT_MISMATCH, found)
+    inventory.release(session, order.id)
+    if order.status == orders.AWAITING_PAYMENT:
+        orders.cancel(session, order, PAYMENT_MISMATCH)
     else:
-        orders.cancel(session, order, OUT_OF_STOCK_AFTER_PAYMENT)
-        enqueue_refund(
-            session,
-            order,
-            amount=None,
-            refund_key=f"{order.id}-oos",
-            reason="requested_by_customer",
-        )
-    _apply_deferred(session, order)
+        order.cancel_reason = PAYMENT_MISMATCH
+    log.error("payment_mismatch", order_id=order.id, alert=True, **found)
 
 
 def _payment_ended(session: Session, obj: dict[str, Any], reason: str) -> None:
@@ -181,7 +249,7 @@ def _requires_action(session: Session, obj: dict[str, Any]) -> None:
     orders.add_event(session, order.id, "requires_action", {"payment_intent_id": obj["id"]})
 
 
-# ---------------------------------------------------------------------- refunds and disputes
+# ------------------------------------------------------------------------------------ refunds
 
 
 def _require_paid(order: Order) -> None:
@@ -189,139 +257,185 @@ def _require_paid(order: Order) -> None:
         raise Deferred(WAITING_FOR_PAYMENT)
 
 
-def _settled_status(order: Order) -> str:
-    if order.refunded_minor >= order.amount_minor:
-        return orders.REFUNDED
-    return orders.PARTIALLY_REFUNDED if order.refunded_minor else orders.PAID
-
-
-def apply_charge_refunded(session: Session, charge: dict[str, Any]) -> None:
-    """Bring the order and ledger up to the charge's cumulative refunded amount."""
-    order = _order_for(session, charge)
+def apply_refund(session: Session, obj: dict[str, Any]) -> None:
+    """A Stripe refund object (from a webhook or from our own refund call): its row, its money,
+    and the order's refunded amount and status."""
+    order = _order_for(session, obj)
     _require_paid(order)
-    refunded = min(charge["amount_refunded"], order.amount_minor)
-    delta = refunded - order.refunded_minor
-    if delta <= 0:
-        return  # already known, or a stale (reordered) snapshot
+    row = refunds.record(session, order, obj)
+    _book_refund(session, order, row)
+    _settle_refunds(session, order)
+
+
+def _book_refund(session: Session, order: Order, row: Refund) -> None:
+    """A refund Stripe carried out moved money; a failed one moved it and then moved it back
+    (its failure balance transaction). Both are keyed by Stripe's refund id."""
+    if row.status not in (refunds.SUCCEEDED, refunds.FAILED):
+        return
+    # A refund of a payment that never matched its order comes out of the suspense account.
+    account = (
+        ledger.UNMATCHED_PAYMENTS if order.cancel_reason == PAYMENT_MISMATCH else ledger.REFUNDS
+    )
+    common = {"order_id": order.id, "occurred_at": datetime.now(UTC)}
     ledger.post(
         session,
-        source=f"refund:{charge['id']}:{refunded}",
+        source=f"refund:{row.stripe_refund_id}",
         kind="refund",
-        postings=ledger.refund_postings(delta, charge["currency"]),
-        occurred_at=datetime.now(UTC),
-        order_id=order.id,
-        description=f"Stripe refund on {charge['id']}",
+        postings=ledger.refund_postings(row.amount_minor, row.currency, account),
+        description=f"Stripe refund {row.stripe_refund_id}",
+        **common,
     )
-    order.refunded_minor = refunded
-    if order.status in (orders.PAID, orders.PARTIALLY_REFUNDED, orders.REFUNDED):
-        orders.transition(
-            session, order, _settled_status(order), "refunded", {"amount": delta, "total": refunded}
+    if row.status == refunds.FAILED:
+        ledger.post(
+            session,
+            source=f"refund_failed:{row.stripe_refund_id}",
+            kind="refund_failed",
+            postings=ledger.refund_failure_postings(row.amount_minor, row.currency, account),
+            description=f"Stripe refund {row.stripe_refund_id} failed ({row.failure_reason})",
+            **common,
         )
+
+
+def _settle_refunds(session: Session, order: Order) -> None:
+    """Order amounts and status follow the succeeded refunds; a change to an order that was
+    paid is pushed to Shopify."""
+    refunded = refunds.confirmed(session, order.id)
+    delta = refunded - order.refunded_minor
+    if delta == 0:
+        return
+    order.refunded_minor = refunded
+    data = {"amount": delta, "total": refunded}
+    kind = "refunded" if delta > 0 else "refund_failed"
+    if order.status in orders.SETTLED:
+        orders.transition(session, order, orders.settled_status(order), kind, data)
     else:
-        orders.add_event(session, order.id, "refunded", {"amount": delta, "total": refunded})
-    if order.refunded_minor >= order.amount_minor and order.status != orders.CANCELLED:
-        inventory.release_committed(session, order.id)
+        orders.add_event(session, order.id, kind, data)
+    if order.status != orders.CANCELLED:
+        if order.refunded_minor >= order.amount_minor:
+            inventory.release_committed(session, order.id)
+        enqueue_push(session, order)
 
 
-def _dispute_fees(dispute: dict[str, Any]) -> tuple[int, int]:
-    """(fee withdrawn when the dispute opened, fee returned when it was won).
+def _charge_refunded(session: Session, charge: dict[str, Any]) -> None:
+    """Current API versions send the charge without its refunds (the `refund.*` events carry
+    them); when it lists them (older versions, or expanded), apply each."""
+    listed = (charge.get("refunds") or {}).get("data") or []
+    order = _order_for(session, charge)
+    _require_paid(order)
+    for refund in listed:
+        apply_refund(session, {"payment_intent": charge.get("payment_intent"), **refund})
 
-    A closed dispute also carries the reinstatement (amount > 0, fee < 0): summing every fee
-    would post a fee of 0 when `closed` is applied before `created`, and counting none back
-    on a win would keep a fee Stripe returned, so the ledger would depend on delivery order."""
-    bts = dispute.get("balance_transactions") or []
-    withdrawn = sum(bt.get("fee", 0) for bt in bts if bt.get("amount", 0) < 0)
-    returned = -sum(bt.get("fee", 0) for bt in bts if bt.get("amount", 0) > 0)
-    return withdrawn, max(returned, 0)
+
+# ----------------------------------------------------------------------------------- disputes
+
+
+def _dispute_money(session: Session, dispute: dict[str, Any]) -> None:
+    """Book each balance transaction of the dispute once, by its id: the withdrawal when it
+    opened, the reinstatement when it was won. An inquiry has none."""
+    order = _order_for(session, dispute)
+    _require_paid(order)
+    for bt in dispute.get("balance_transactions") or []:
+        if not (bt.get("amount") or bt.get("fee")):
+            continue
+        ledger.post(
+            session,
+            source=f"txn:{bt['id']}",
+            kind="dispute",
+            postings=ledger.dispute_postings(bt["amount"], bt.get("fee", 0), bt["currency"]),
+            occurred_at=_at(bt),
+            order_id=order.id,
+            description=f"Stripe dispute {dispute['id']}: {bt.get('reporting_category')}",
+        )
 
 
 def _dispute_created(session: Session, dispute: dict[str, Any]) -> None:
     order = _order_for(session, dispute)
     _require_paid(order)
-    fee, _ = _dispute_fees(dispute)
-    posted = ledger.post(
-        session,
-        source=f"dispute:{dispute['id']}",
-        kind="dispute",
-        postings=ledger.dispute_postings(dispute["amount"], dispute["currency"], fee),
-        occurred_at=_at(dispute),
-        order_id=order.id,
-        description=f"Stripe dispute {dispute['id']} ({dispute.get('reason')})",
-    )
-    if posted is not None:
-        orders.transition(
-            session,
-            order,
-            orders.DISPUTED,
-            "dispute_opened",
-            {
-                "dispute_id": dispute["id"],
-                "amount": dispute["amount"],
-                "reason": dispute.get("reason"),
-            },
-        )
+    if orders.has_event(session, order.id, ("dispute_opened",), dispute_id=dispute["id"]):
+        return
+    data = {
+        "dispute_id": dispute["id"],
+        "amount": dispute["amount"],
+        "reason": dispute.get("reason"),
+    }
+    ended = orders.has_event(session, order.id, _DISPUTE_ENDED, dispute_id=dispute["id"])
+    if order.status in orders.SETTLED and not ended:  # `closed` came first: nothing to hold
+        orders.transition(session, order, orders.DISPUTED, "dispute_opened", data)
+    else:
+        orders.add_event(session, order.id, "dispute_opened", data)
 
 
 def _dispute_closed(session: Session, dispute: dict[str, Any]) -> None:
-    _dispute_created(session, dispute)  # closing implies it was opened, even if reordered
     order = _order_for(session, dispute)
-    outcome = dispute.get("status")
-    if outcome == "won":
-        posted = ledger.post(
-            session,
-            source=f"dispute_won:{dispute['id']}",
-            kind="dispute_won",
-            postings=ledger.dispute_won_postings(
-                dispute["amount"], dispute["currency"], _dispute_fees(dispute)[1]
-            ),
-            occurred_at=datetime.now(UTC),
-            order_id=order.id,
-            description=f"Stripe dispute {dispute['id']} won",
-        )
-        if posted is not None:
-            orders.transition(
-                session, order, _settled_status(order), "dispute_won", {"dispute_id": dispute["id"]}
-            )
-    elif outcome == "lost":
-        orders.add_event(session, order.id, "dispute_lost", {"dispute_id": dispute["id"]})
+    _require_paid(order)
+    status = dispute.get("status")
+    kind = {"won": "dispute_won", "lost": "dispute_lost", "warning_closed": "inquiry_closed"}.get(
+        status or ""
+    )
+    if kind is None or orders.has_event(session, order.id, (kind,), dispute_id=dispute["id"]):
+        return
+    data = {"dispute_id": dispute["id"], "status": status}
+    if status in DISPUTE_RELEASED and order.status == orders.DISPUTED:
+        orders.transition(session, order, orders.settled_status(order), kind, data)
+    elif status == "lost" and order.status in orders.SETTLED:
+        orders.transition(session, order, orders.DISPUTED, kind, data)
+    else:
+        orders.add_event(session, order.id, kind, data)
 
 
-HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+# A handler may return the inbox ids of other events it applied on the way (a payment applies
+# the refunds and disputes that waited for it).
+HANDLERS: dict[str, Callable[[Session, dict[str, Any]], frozenset[int] | None]] = {
     "payment_intent.succeeded": _payment_succeeded,
     "payment_intent.payment_failed": _payment_failed,
     "payment_intent.canceled": _payment_canceled,
     "payment_intent.requires_action": _requires_action,
-    "charge.refunded": apply_charge_refunded,
+    "charge.refunded": _charge_refunded,
+    "charge.refund.updated": apply_refund,
+    "refund.created": apply_refund,
+    "refund.updated": apply_refund,
+    "refund.failed": apply_refund,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.funds_withdrawn": _dispute_money,
+    "charge.dispute.funds_reinstated": _dispute_money,
     "charge.dispute.closed": _dispute_closed,
 }
 
 
-def apply_event(session: Session, event: inbox.InboxEvent) -> str:
-    """Apply one accepted Stripe event; returns the inbox status it ends in."""
+@dataclass(frozen=True)
+class Applied:
+    """How applying one event ended, and which other (deferred) events it applied on the way."""
+
+    status: str
+    also_applied: frozenset[int] = frozenset()
+
+
+def apply_event(session: Session, event: inbox.InboxEvent) -> Applied:
+    """Apply one accepted Stripe event."""
     handler = HANDLERS.get(event.event_type)
     if handler is None:
         inbox.mark(session, event.id, inbox.PROCESSED, "ignored")
         metrics.PAYMENTS.labels(event.event_type, "ignored").inc()
-        return inbox.PROCESSED
+        return Applied(inbox.PROCESSED)
     obj = event.payload["data"]["object"]
     try:
         with session.begin_nested():
-            handler(session, obj)
+            also = handler(session, obj) or frozenset()
     except Deferred as why:
         inbox.mark(session, event.id, inbox.FLAGGED, str(why))
         metrics.PAYMENTS.labels(event.event_type, "flagged").inc()
         log.warning(
             "stripe_event_flagged", event_id=event.event_id, type=event.event_type, reason=str(why)
         )
-        return inbox.FLAGGED
+        return Applied(inbox.FLAGGED)
     inbox.mark(session, event.id, inbox.PROCESSED)
     metrics.PAYMENTS.labels(event.event_type, "applied").inc()
-    return inbox.PROCESSED
+    return Applied(inbox.PROCESSED, frozenset(also))
 
 
 def accept_and_apply(session: Session, payload: dict[str, Any]) -> str:
-    """Inbox + apply in the caller's transaction; 'duplicate' when seen before."""
+    """Inbox + apply in the caller's transaction; the inbox status, or 'duplicate' when seen
+    before."""
     event = inbox.accept(
         session,
         provider="stripe",
@@ -332,24 +446,66 @@ def accept_and_apply(session: Session, payload: dict[str, Any]) -> str:
     if event is None:
         metrics.PAYMENTS.labels(payload["type"], "duplicate").inc()
         return "duplicate"
-    return apply_event(session, event)
+    return apply_event(session, event).status
 
 
-def _apply_deferred(session: Session, order: Order) -> None:
-    """Re-apply events that waited for this order's payment (refunds/disputes seen first)."""
+def _apply_deferred(session: Session, order: Order) -> frozenset[int]:
+    """Re-apply events that waited for this order's payment (refunds/disputes seen first);
+    returns the inbox ids of those now processed."""
+    done = set()
     for event in inbox.flagged(session, provider="stripe", reason_prefix=WAITING_FOR_PAYMENT):
         obj = event.payload["data"]["object"]
-        if obj.get("payment_intent") == order.payment_intent_id:
-            apply_event(session, event)
+        if (
+            obj.get("payment_intent") == order.payment_intent_id
+            and apply_event(session, event).status == inbox.PROCESSED
+        ):
+            done.add(event.id)
+    return frozenset(done)
 
 
-def retry_flagged(session: Session, limit: int = 100) -> int:
-    """Re-apply flagged events (e.g. an unknown PaymentIntent that a checkout recorded since)."""
+def _give_up_reason(event: inbox.InboxEvent, now: datetime) -> str | None:
+    if event.received_at is not None and now - event.received_at > MAX_FLAGGED_AGE:
+        return ABANDONED_TOO_OLD
+    if event.attempts >= MAX_FLAGGED_ATTEMPTS:
+        return ABANDONED_TOO_MANY_ATTEMPTS
+    return None
+
+
+def retry_flagged(session: Session, limit: int = 100, *, now: datetime | None = None) -> int:
+    """Re-apply flagged events (e.g. an unknown PaymentIntent that a checkout recorded since);
+    returns how many got processed. Each event runs in its own savepoint: one that raises is
+    recorded on its row and the sweep goes on. Events past their age or attempts are
+    abandoned with an alert."""
+    now = now or datetime.now(UTC)
     batch = inbox.flagged(session, provider="stripe", limit=limit)
+    processed: set[int] = set()
     for event in batch:
-        # A payment applied earlier in this batch already applied the events that waited for
-        # it (`_apply_deferred`); those must not be applied (and counted) a second time.
-        if inbox.statuses(session, [event.id]).get(event.id) == inbox.FLAGGED:
-            apply_event(session, event)
-    done = inbox.statuses(session, [e.id for e in batch])
-    return sum(1 for status in done.values() if status == inbox.PROCESSED)
+        if event.id in processed:
+            continue  # a payment earlier in this batch applied it already
+        reason = _give_up_reason(event, now)
+        if reason is not None:
+            inbox.mark(session, event.id, inbox.ABANDONED, f"{reason}: {event.error}")
+            metrics.PAYMENTS.labels(event.event_type, "abandoned").inc()
+            log.error(
+                "stripe_event_abandoned",
+                alert=True,
+                event_id=event.event_id,
+                type=event.event_type,
+                reason=reason,
+                waited_for=event.error,
+                attempts=event.attempts,
+            )
+            continue
+        try:
+            with session.begin_nested():
+                applied = apply_event(session, event)
+        except Exception as exc:  # one broken event must not stop the sweep
+            inbox.mark(
+                session, event.id, inbox.FLAGGED, f"error: {type(exc).__name__}: {exc}"[:500]
+            )
+            log.exception("stripe_event_retry_failed", event_id=event.event_id)
+            continue
+        if applied.status == inbox.PROCESSED:
+            processed.add(event.id)
+        processed |= applied.also_applied
+    return len(processed & {e.id for e in batch})

@@ -161,19 +161,19 @@ class StripeGateway:
         return charge.to_dict() if charge is not None and not isinstance(charge, str) else None
 
     def refund(
-        self, *, payment_intent_id: str, amount: int | None, refund_key: str, reason: str | None
-    ) -> str:
-        """Refund (all remaining when amount is None); `refund_key` is ours (e.g. a refund id)."""
+        self, *, payment_intent_id: str, amount: int, refund_key: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Refund `amount` once per `refund_key` (ours, carried in the refund's metadata so its
+        webhooks find our row); returns Stripe's refund object as a plain dict."""
         params: dict[str, Any] = {
             "payment_intent": payment_intent_id,
+            "amount": amount,
             "metadata": {"dotshop_refund": refund_key},
         }
-        if amount is not None:
-            params["amount"] = amount
         if reason in ("duplicate", "fraudulent", "requested_by_customer"):
             params["reason"] = reason
         refund = self._call(self.client.v1.refunds.create, params, f"dotshop-refund-{refund_key}")
-        return refund.id
+        return refund.to_dict()
 
 
 def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:

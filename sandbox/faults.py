@@ -28,6 +28,7 @@ class FaultConfig:
     timeout_rate: float = 0.0  # share of requests that hang for timeout_seconds, then fail
     timeout_seconds: float = 5.0
     path_prefix: str = ""  # only requests whose path starts with this are faulted
+    method: str = ""  # only requests with this HTTP method are faulted ("" = any)
     # Webhooks.
     webhook_duplicate_rate: float = 0.0  # share of events delivered twice
     webhook_drop_rate: float = 0.0  # share of events never delivered (first attempt only)
@@ -118,6 +119,7 @@ class FaultMiddleware:
             scope["type"] != "http"
             or path.startswith(CONTROL_PREFIX)
             or not path.startswith(cfg.path_prefix)
+            or cfg.method not in ("", scope.get("method"))
         ):
             await self.app(scope, receive, send)
             return

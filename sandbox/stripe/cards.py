@@ -23,6 +23,11 @@ class TestCard:
     requires_authentication: bool = False
     # Succeeds, then the card network opens a dispute with this reason.
     dispute_reason: str | None = None
+    # The dispute opens as an inquiry (`warning_needs_response`): no funds withdrawn yet.
+    inquiry: bool = False
+    # Refunds start `succeeded` and fail some time later (`refund.failed`), like Stripe's
+    # pm_card_refundFail.
+    refund_fails: bool = False
 
 
 _GENERIC = Decline("card_declined", "generic_decline", "Your card was declined.")
@@ -74,4 +79,8 @@ TEST_CARDS: dict[str, TestCard] = {
     "pm_card_createDisputeProductNotReceived": TestCard(
         "visa", "2685", dispute_reason="product_not_received"
     ),
+    "pm_card_createDisputeInquiry": TestCard(
+        "visa", "1976", dispute_reason="fraudulent", inquiry=True
+    ),
+    "pm_card_refundFail": TestCard("visa", "5126", refund_fails=True),
 }

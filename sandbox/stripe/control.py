@@ -8,7 +8,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sandbox.stripe import disputes, payments
+from sandbox.stripe import disputes, payments, refunds
 from sandbox.stripe.account import Account
 from sandbox.stripe.errors import ApiError
 from sandbox.stripe.state import render
@@ -88,6 +88,8 @@ async def _dispatch(acct: Account, method: str, path: str, body: dict[str, Any])
         outcome = _choice(body, "outcome", ("succeed", "fail"))
         return render(payments.authenticate(acct, m[1], outcome))
     if method == "POST" and (m := re.fullmatch(r"/disputes/([^/]+)/resolve", tail)):
-        outcome = _choice(body, "outcome", ("won", "lost"))
+        outcome = _choice(body, "outcome", ("won", "lost", "warning_closed"))
         return render(disputes.resolve(acct, m[1], outcome))
+    if method == "POST" and (m := re.fullmatch(r"/refunds/([^/]+)/fail", tail)):
+        return render(refunds.fail_refund(acct, m[1], body.get("failure_reason") or "unknown"))
     raise ApiError(404, "invalid_request_error", f"Unknown sandbox route: {method} {path}")

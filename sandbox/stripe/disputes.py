@@ -1,5 +1,11 @@
 """Disputes: opened by the card network after a `pm_card_createDispute` payment, answered with
-evidence (`winning_evidence` / `losing_evidence` decide the outcome, as in Stripe test mode)."""
+evidence (`winning_evidence` / `losing_evidence` decide the outcome, as in Stripe test mode).
+
+An inquiry (`pm_card_createDisputeInquiry`, status `warning_needs_response`) is a question from
+the issuer before any chargeback: no funds move, so it has no balance transactions and no
+`charge.dispute.funds_*` events; it ends `warning_closed`. A chargeback withdraws the amount and
+the dispute fee when it opens (`charge.dispute.funds_withdrawn`, one balance transaction) and
+returns both when won (`charge.dispute.funds_reinstated`, a second one)."""
 
 from __future__ import annotations
 
@@ -48,25 +54,17 @@ WINNING_EVIDENCE = "winning_evidence"
 LOSING_EVIDENCE = "losing_evidence"
 
 
-def open_dispute(acct: Account, charge_id: str, reason: str) -> dict[str, Any] | None:
-    """The card network opens a dispute on a charge (runs off-request, so no `event.request`)."""
+def open_dispute(
+    acct: Account, charge_id: str, reason: str, *, inquiry: bool = False
+) -> dict[str, Any] | None:
+    """The card network opens a dispute (or an inquiry) on a charge (runs off-request, so no
+    `event.request`)."""
     with acct.store.lock:
         charge = acct.store.tables["charges"].get(charge_id)
         if charge is None or charge["disputed"]:
             return None  # the sandbox was reset meanwhile, or already disputed
         dispute_id = new_id("dp")
-        txn = balance.record(
-            acct.store,
-            acct.clock,
-            amount=-charge["amount_captured"],
-            fee=balance.DISPUTE_FEE_MINOR,
-            currency=charge["currency"],
-            source=dispute_id,
-            type_="adjustment",
-            reporting_category="dispute",
-            description=f"Chargeback withdrawal for {charge_id}",
-            fee_description="Dispute fee",
-        )
+        txns = [] if inquiry else [_withdraw(acct, charge, dispute_id)]
         now = acct.clock.now()
         dispute = acct.store.add(
             "disputes",
@@ -74,7 +72,7 @@ def open_dispute(acct: Account, charge_id: str, reason: str) -> dict[str, Any] |
                 "id": dispute_id,
                 "object": "dispute",
                 "amount": charge["amount_captured"],
-                "balance_transactions": [txn],
+                "balance_transactions": txns,
                 "charge": charge_id,
                 "created": now,
                 "currency": charge["currency"],
@@ -85,18 +83,34 @@ def open_dispute(acct: Account, charge_id: str, reason: str) -> dict[str, Any] |
                     "past_due": False,
                     "submission_count": 0,
                 },
-                "is_charge_refundable": False,
+                "is_charge_refundable": inquiry,
                 "livemode": False,
                 "metadata": {},
                 "payment_intent": charge["payment_intent"],
                 "reason": reason,
-                "status": "needs_response",
+                "status": "warning_needs_response" if inquiry else "needs_response",
             },
         )
         charge["disputed"] = True
         acct.events.emit("charge.dispute.created", dispute)
-        acct.events.emit("charge.dispute.funds_withdrawn", dispute)
+        if txns:
+            acct.events.emit("charge.dispute.funds_withdrawn", dispute)
         return dispute
+
+
+def _withdraw(acct: Account, charge: dict[str, Any], dispute_id: str) -> dict[str, Any]:
+    return balance.record(
+        acct.store,
+        acct.clock,
+        amount=-charge["amount_captured"],
+        fee=balance.DISPUTE_FEE_MINOR,
+        currency=charge["currency"],
+        source=dispute_id,
+        type_="adjustment",
+        reporting_category="dispute",
+        description=f"Chargeback withdrawal for {charge['id']}",
+        fee_description="Dispute fee",
+    )
 
 
 def update_dispute(acct: Account, dispute_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -121,18 +135,23 @@ def update_dispute(acct: Account, dispute_id: str, params: dict[str, Any]) -> di
             return dispute
         dispute["evidence_details"]["submission_count"] += 1
         text = dispute["evidence"].get("uncategorized_text") or ""
+        inquiry = _is_inquiry(dispute)
         if WINNING_EVIDENCE in text:
-            _close(acct, dispute, "won")
-        elif LOSING_EVIDENCE in text:
+            _close(acct, dispute, "warning_closed" if inquiry else "won")
+        elif LOSING_EVIDENCE in text and not inquiry:
             _close(acct, dispute, "lost")
         else:
-            dispute["status"] = "under_review"
+            dispute["status"] = "warning_under_review" if inquiry else "under_review"
             acct.events.emit("charge.dispute.updated", dispute)
         return dispute
 
 
+def _is_inquiry(dispute: dict[str, Any]) -> bool:
+    return dispute["status"].startswith("warning_")
+
+
 def close_dispute(acct: Account, dispute_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The merchant accepts the dispute: it is lost."""
+    """The merchant accepts the dispute: it is lost (an inquiry just closes)."""
     check_known(params, {"expand"})
     with acct.store.lock:
         dispute = acct.store.get("disputes", dispute_id)
@@ -140,16 +159,21 @@ def close_dispute(acct: Account, dispute_id: str, params: dict[str, Any]) -> dic
             raise ApiError.state(
                 f"This dispute is already {dispute['status']}.", code="dispute_already_closed"
             )
-        _close(acct, dispute, "lost")
+        _close(acct, dispute, "warning_closed" if _is_inquiry(dispute) else "lost")
         return dispute
 
 
 def resolve(acct: Account, dispute_id: str, outcome: str) -> dict[str, Any]:
-    """Sandbox control: the card network decides."""
+    """Sandbox control: the card network decides. An inquiry ends `warning_closed`; a
+    chargeback ends `won` or `lost`."""
     with acct.store.lock:
         dispute = acct.store.get("disputes", dispute_id)
         if dispute["status"] not in OPEN:
             raise ApiError.state(f"This dispute is already {dispute['status']}.")
+        if _is_inquiry(dispute) != (outcome == "warning_closed"):
+            raise ApiError.state(
+                f"A dispute that is {dispute['status']} cannot end {outcome}.", param="outcome"
+            )
         _close(acct, dispute, outcome)
         return dispute
 

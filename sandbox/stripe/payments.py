@@ -418,6 +418,8 @@ def _charge(acct: Account, pi: dict[str, Any], pm: dict[str, Any], card: TestCar
         "refunded": False,
         "status": "failed" if decline else "succeeded",
         "_dispute_reason": card.dispute_reason,
+        "_inquiry": card.inquiry,
+        "_refund_fails": card.refund_fails,
     }
     acct.store.add("charges", charge)
     pi["latest_charge"] = charge["id"]
@@ -483,8 +485,10 @@ def _settle(acct: Account, pi: dict[str, Any], charge: dict[str, Any], amount: i
     if charge["_dispute_reason"]:
         from sandbox.stripe.disputes import open_dispute
 
-        charge_id, reason = charge["id"], charge["_dispute_reason"]
-        acct.later(DISPUTE_DELAY_SECONDS, lambda: open_dispute(acct, charge_id, reason))
+        charge_id, reason, inquiry = charge["id"], charge["_dispute_reason"], charge["_inquiry"]
+        acct.later(
+            DISPUTE_DELAY_SECONDS, lambda: open_dispute(acct, charge_id, reason, inquiry=inquiry)
+        )
 
 
 def capture_payment_intent(acct: Account, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Refunds: full or partial, never more than what is left on the charge."""
+"""Refunds: full or partial, never more than what is left on the charge.
+
+A refund of a `pm_card_refundFail` payment starts `succeeded` and fails a moment later, as in
+Stripe test mode: its status becomes `failed` with a `failure_reason`, a
+`failure_balance_transaction` gives the money back to the balance, the charge's
+`amount_refunded` drops again, and `charge.refund.updated`, `refund.updated` and `refund.failed`
+are sent. The control API (`POST /_sandbox/refunds/{id}/fail`) fails any refund on demand."""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from sandbox.stripe.state import new_id
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 OPEN_DISPUTE = ("warning_needs_response", "needs_response", "under_review", "warning_under_review")
+# How long after its creation a refund of a `pm_card_refundFail` payment fails.
+REFUND_FAILURE_DELAY_SECONDS = 0.5
+FAILURE_REASONS = ("lost_or_stolen_card", "expired_or_canceled_card", "unknown")
 
 
 def _charge_to_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +121,8 @@ def create_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
                 "created": acct.clock.now(),
                 "currency": charge["currency"],
                 "destination_details": {"card": {"type": "refund"}, "type": "card"},
+                "failure_balance_transaction": None,
+                "failure_reason": None,
                 "metadata": metadata,
                 "payment_intent": charge["payment_intent"],
                 "reason": reason,
@@ -125,6 +136,44 @@ def create_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
         charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
         acct.events.emit("charge.refunded", charge)
         acct.events.emit("refund.created", refund)
+        if charge.get("_refund_fails"):
+            acct.later(
+                REFUND_FAILURE_DELAY_SECONDS,
+                lambda: fail_refund(acct, refund_id, "expired_or_canceled_card"),
+            )
+        return refund
+
+
+def fail_refund(acct: Account, refund_id: str, failure_reason: str) -> dict[str, Any]:
+    """The card network returns a refund: the money comes back to the balance."""
+    if failure_reason not in FAILURE_REASONS:
+        raise ApiError.invalid(
+            f"failure_reason must be one of {', '.join(FAILURE_REASONS)}", param="failure_reason"
+        )
+    with acct.store.lock:
+        refund = acct.store.get("refunds", refund_id)
+        if refund["status"] in ("failed", "canceled"):
+            return refund  # failed already (a control call raced the timer)
+        charge = acct.store.get("charges", refund["charge"])
+        txn = balance.record(
+            acct.store,
+            acct.clock,
+            amount=refund["amount"],
+            fee=0,
+            currency=refund["currency"],
+            source=refund_id,
+            type_="refund_failure",
+            reporting_category="refund_failure",
+            description="REFUND FAILURE",
+        )
+        refund.update(
+            status="failed", failure_reason=failure_reason, failure_balance_transaction=txn["id"]
+        )
+        charge["amount_refunded"] -= refund["amount"]
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        acct.events.emit("charge.refund.updated", refund)
+        acct.events.emit("refund.updated", refund)
+        acct.events.emit("refund.failed", refund)
         return refund
 
 

@@ -151,9 +151,11 @@ def test_balances_follow_an_order_through_its_life(clean_engine: Engine) -> None
     steps = [
         ("payment:pi_1", "payment", ledger.payment_postings(10_000, "usd")),
         ("fee:txn_1", "fee", ledger.fee_postings(320, "usd")),
-        ("refund:ch_1:2000", "refund", ledger.refund_postings(2_000, "usd")),
-        ("dispute:dp_1", "dispute", ledger.dispute_postings(8_000, "usd", 1_500)),
-        ("dispute_won:dp_1", "dispute_won", ledger.dispute_won_postings(8_000, "usd")),
+        ("refund:re_1", "refund", ledger.refund_postings(2_000, "usd")),
+        # A dispute's balance transactions, signed as Stripe reports them: the withdrawal of the
+        # amount and its fee, then (won) the reinstatement of the amount only.
+        ("txn:txn_w", "dispute", ledger.dispute_postings(-8_000, 1_500, "usd")),
+        ("txn:txn_r", "dispute", ledger.dispute_postings(8_000, 0, "usd")),
     ]
     for source, kind, postings in steps:
         assert post(clean_engine, source, postings, kind=kind, order_id=order)
@@ -191,10 +193,13 @@ def test_every_posting_helper_balances() -> None:
         ledger.payment_postings(100, "usd", fee=3),
         ledger.fee_postings(3, "usd"),
         ledger.refund_postings(40, "usd"),
-        ledger.dispute_postings(100, "usd"),
-        ledger.dispute_postings(100, "usd", 15),
-        ledger.dispute_won_postings(100, "usd"),
-        ledger.dispute_won_postings(100, "usd", 15),
+        ledger.refund_postings(40, "usd", ledger.UNMATCHED_PAYMENTS),
+        ledger.refund_failure_postings(40, "usd"),
+        ledger.unmatched_payment_postings(100, "eur"),
+        ledger.dispute_postings(-100, 0, "usd"),
+        ledger.dispute_postings(-100, 15, "usd"),
+        ledger.dispute_postings(100, -15, "usd"),
+        ledger.dispute_postings(0, 15, "usd"),
     ]
     for postings in built:
         ledger.check_balanced(postings)
@@ -203,7 +208,8 @@ def test_every_posting_helper_balances() -> None:
         lambda: ledger.payment_postings(0, "usd"),
         lambda: ledger.refund_postings(-5, "usd"),
         lambda: ledger.fee_postings(0, "usd"),
-        lambda: ledger.dispute_postings(10, "usd", -1),
+        lambda: ledger.dispute_postings(0, 0, "usd"),
+        lambda: ledger.unmatched_payment_postings(0, "usd"),
     ):
         with pytest.raises(InvalidRequest):
             bad()
@@ -225,3 +231,13 @@ def test_ledger_rows_cannot_be_updated_or_deleted(clean_engine: Engine) -> None:
         lambda s: s.scalars(select(LedgerTransaction.id)).all(),
     )
     assert got == txn
+
+
+def test_a_failed_refund_reverses_exactly_what_the_refund_posted() -> None:
+    for account in (ledger.REFUNDS, ledger.UNMATCHED_PAYMENTS):
+        out = ledger.refund_postings(700, "EUR", account)
+        back = ledger.refund_failure_postings(700, "EUR", account)
+        net: dict[tuple[str, str], int] = {}
+        for p in out + back:
+            net[(p.account, p.currency)] = net.get((p.account, p.currency), 0) + p.amount_minor
+        assert set(net.values()) == {0} and len(net) == 2

@@ -39,6 +39,7 @@ NO_FAULTS = {
     "webhook_reorder": False,
     "webhook_delay_ms": 0,
     "path_prefix": "",
+    "method": "",
 }
 FAST_RETRY = RetryPolicy(max_attempts=5, base_seconds=0.0, cap_seconds=0.0)
 

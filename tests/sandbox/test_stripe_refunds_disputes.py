@@ -161,3 +161,57 @@ def test_balance_transactions_per_charge_list_and_retrieve(sdk):
     txn = sdk.v1.balance_transactions.retrieve(charge_b.balance_transaction)
     assert txn.source == charge_b.id and txn.net == 293
     assert sdk.v1.balance_transactions.list({"source": a.latest_charge}).data[0].amount == 1000
+
+
+def test_an_inquiry_moves_no_money_and_ends_warning_closed(sdk, base):
+    """Stripe: an inquiry (`pm_card_createDisputeInquiry`) opens `warning_needs_response`
+    without withdrawing funds: no balance transactions, no `charge.dispute.funds_*` event."""
+    pi = _paid(sdk, "pm_card_createDisputeInquiry")
+    inquiry = _dispute_for(sdk, pi.id)
+    assert inquiry.status == "warning_needs_response" and inquiry.balance_transactions == []
+    reviewed = sdk.v1.disputes.update(inquiry.id, {"evidence": {"customer_name": "Ada"}})
+    assert reviewed.status == "warning_under_review"
+    control = Control(base)
+    assert control.post(f"/disputes/{inquiry.id}/resolve", outcome="won").status_code == 400
+    closed = control.post(f"/disputes/{inquiry.id}/resolve", outcome="warning_closed").json()
+    assert closed["status"] == "warning_closed" and closed["balance_transactions"] == []
+    types = _types(sdk)
+    assert not [t for t in types if t.startswith("charge.dispute.funds_")]
+    assert types[-1] == "charge.dispute.closed"
+    assert sdk.v1.balance_transactions.list({"source": inquiry.id}).data == []
+
+
+def test_a_refund_of_a_refund_fail_card_fails_later(sdk):
+    """Stripe's pm_card_refundFail: the refund starts `succeeded`, then fails; the money comes
+    back with a `refund_failure` balance transaction and `refund.failed` is sent."""
+    pi = _paid(sdk, "pm_card_refundFail", amount=2000)
+    refund = sdk.v1.refunds.create({"payment_intent": pi.id, "amount": 700})
+    assert refund.status == "succeeded" and refund.failure_reason is None
+    deadline = time.monotonic() + 5
+    while sdk.v1.refunds.retrieve(refund.id).status != "failed":
+        assert time.monotonic() < deadline, "the refund never failed"
+        time.sleep(0.05)
+    failed = sdk.v1.refunds.retrieve(refund.id)
+    assert failed.failure_reason == "expired_or_canceled_card"
+    back = sdk.v1.balance_transactions.retrieve(failed.failure_balance_transaction)
+    assert (back.amount, back.type, back.source) == (700, "refund_failure", refund.id)
+    assert sdk.v1.charges.retrieve(pi.latest_charge).amount_refunded == 0
+    assert _types(sdk)[-5:] == [
+        "charge.refunded",
+        "refund.created",
+        "charge.refund.updated",
+        "refund.updated",
+        "refund.failed",
+    ]
+
+
+def test_the_control_api_fails_any_refund_once(sdk, base):
+    pi = _paid(sdk, amount=1000)
+    refund = sdk.v1.refunds.create({"payment_intent": pi.id})
+    control = Control(base)
+    failed = control.post(f"/refunds/{refund.id}/fail", failure_reason="lost_or_stolen_card")
+    assert failed.json()["status"] == "failed"
+    assert control.post(f"/refunds/{refund.id}/fail").json()["status"] == "failed"
+    assert _types(sdk).count("refund.failed") == 1
+    # The amount is refundable again.
+    assert sdk.v1.refunds.create({"payment_intent": pi.id}).amount == 1000
