@@ -48,6 +48,7 @@ PUSH_ORDER_TO_SHOPIFY = "shopify.push_order"
 UNKNOWN_PAYMENT_INTENT = "unknown_payment_intent"
 WAITING_FOR_PAYMENT = "waiting_for_payment"
 OUT_OF_STOCK_AFTER_PAYMENT = "out_of_stock_after_payment"
+STOCK_LOST_AFTER_FAILED_REFUND = "stock_lost_after_failed_refund"
 PAYMENT_MISMATCH = orders.PAYMENT_MISMATCH
 
 # Statuses of a dispute that is still open; `warning_*` ones are inquiries (no money moved).
@@ -313,7 +314,21 @@ def _settle_refunds(session: Session, order: Order) -> None:
     if order.status != orders.CANCELLED:
         if order.refunded_minor >= order.amount_minor:
             inventory.release_committed(session, order.id)
+        elif delta < 0:
+            _retake_stock(session, order)
         enqueue_push(session, order)
+
+
+def _retake_stock(session: Session, order: Order) -> None:
+    """A full refund that failed made a paid order of a refunded one: the units its refund gave
+    back (if it had not reached Shopify yet) are committed again, or, when they were sold
+    meanwhile, the order is flagged for a human, never shipped from stock that is not there."""
+    if inventory.rereserve_and_commit(session, order.id):
+        return
+    found = {"refunded": order.refunded_minor, "amount": order.amount_minor}
+    orders.flag(session, order.id, STOCK_LOST_AFTER_FAILED_REFUND, found)
+    orders.add_event(session, order.id, STOCK_LOST_AFTER_FAILED_REFUND, found)
+    log.error("stock_lost_after_failed_refund", order_id=order.id, alert=True, **found)
 
 
 def _charge_refunded(session: Session, charge: dict[str, Any]) -> None:

@@ -814,14 +814,39 @@ def test_a_failed_full_refund_takes_a_refunded_order_back_to_paid(clean_engine: 
     deliver(clean_engine, event("payment_intent.succeeded", payment_intent(sale, "succeeded")))
     deliver(clean_engine, event("refund.created", refund(sale, "re_full", AMOUNT)))
     assert end_state(clean_engine, sale, [])["status"] == orders.REFUNDED
+    assert end_state(clean_engine, sale, [])["holds"] == [(QUANTITY, inventory.RELEASED)]
     deliver(clean_engine, event("refund.failed", refund(sale, "re_full", AMOUNT, "failed")))
     end = end_state(clean_engine, sale, [])
     assert (end["status"], end["refunded"]) == (orders.PAID, 0)
+    # Paid again, so its units are committed again (the push will ship them).
+    assert end["holds"] == [(QUANTITY, inventory.COMMITTED)]
+    assert end["stock"] == (QUANTITY, 0, QUANTITY, 0)
     with Session(clean_engine) as s:
         order = orders.lock(s, sale.order_id)
         assert refunds.remaining(s, order) == AMOUNT
         kinds = [t.kind for t in ledger.transactions_for_order(s, sale.order_id)]
     assert sorted(kinds) == ["payment", "refund", "refund_failed"]
+
+
+def test_a_failed_full_refund_whose_units_were_sold_meanwhile_is_flagged(
+    clean_engine: Engine,
+) -> None:
+    """Never confirm stock that is not there (DESIGN.md): the refund gave the units back, another
+    checkout took them, then Stripe failed the refund. The order is paid again but flagged for a
+    human; stock stays exact."""
+    sku = seed_sku(clean_engine, QUANTITY)
+    sale = place_order(clean_engine, sku)
+    deliver(clean_engine, event("payment_intent.succeeded", payment_intent(sale, "succeeded")))
+    deliver(clean_engine, event("refund.created", refund(sale, "re_full", AMOUNT)))
+    place_order(clean_engine, sku)  # the freed units, held by someone else
+    deliver(clean_engine, event("refund.failed", refund(sale, "re_full", AMOUNT, "failed")))
+    end = end_state(clean_engine, sale, [])
+    assert end["status"] == orders.PAID
+    assert end["holds"] == [(QUANTITY, inventory.RELEASED)]
+    assert end["stock"] == (QUANTITY, QUANTITY, 0, 0)
+    with Session(clean_engine) as s:
+        flags = s.scalars(select(OrderFlag.kind).where(OrderFlag.order_id == sale.order_id))
+        assert list(flags) == [payments.STOCK_LOST_AFTER_FAILED_REFUND]
 
 
 # ------------------------------------------------------------------- (f) payment mismatch
