@@ -270,19 +270,18 @@ def rereserve_and_commit(session: Session, order_id: str) -> bool:
 
 
 def acknowledge(session: Session, order_id: str, levels: Mapping[str, tuple[int, datetime]]) -> int:
-    """Shopify accepted the order: committed -> fulfilled.
+    """Shopify accepted the order: committed -> fulfilled. Returns how many moved (0 when done).
 
-    `levels` are Shopify's levels per SKU read *after* it accepted the order (so they include
-    its decrement), with their updated_at. Applying them in the same transaction, stale-aware,
-    keeps sellable exact whichever comes first: this acknowledgement or Shopify's own
-    inventory webhook (subtracting the quantity here instead would count it twice when the
-    webhook won the race)."""
+    `levels` are Shopify's totals per SKU read *after* it accepted the order (so they include
+    its decrement), with their updated_at. They are applied whether or not anything moved (a
+    retried acknowledgement still brings what it read), in the same transaction as the move, so
+    sellable stays exact whichever comes first: this acknowledgement or Shopify's own inventory
+    webhook (subtracting the quantity here instead would count it twice when the webhook won
+    the race)."""
     moved = _claim(session, order_id, COMMITTED, FULFILLED)
-    if not moved:
-        return 0
     _adjust(session, moved, reserved=0, committed=-1)
-    for sku, (available, updated_at) in levels.items():
-        apply_shopify_level(session, sku, available, updated_at)
+    for sku, (available, updated_at) in sorted(levels.items()):
+        apply_shopify_total(session, sku, available, updated_at)
     return len(moved)
 
 
@@ -326,12 +325,15 @@ def expire_due(session: Session, now: datetime, limit: int = 100) -> list[str]:
 # --------------------------------------------------------------------------- Shopify's levels
 
 
-def apply_shopify_level(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
-    """Record what Shopify says is available for a SKU (creating the stock row if needed).
+def _write_shopify_level(
+    session: Session, sku: str, available: int, updated_at: datetime, unless: ColumnElement[bool]
+) -> bool:
+    """Store Shopify's available count for a SKU (creating the stock row if needed), except
+    over a stored row for which `unless` holds; True when written.
 
-    A level older than the one stored changes nothing (False). When Shopify is below what we
-    hold and committed (another channel sold it), `shortfall_since` records since when (the
-    oldest time is kept); it clears once the level covers us again."""
+    When Shopify is below what we hold and committed (another channel sold it),
+    `shortfall_since` records since when (the oldest time is kept); it clears once the level
+    covers us again."""
     short_now = available - Stock.reserved - Stock.committed < 0
     stmt = insert(Stock).values(
         sku=sku,
@@ -349,13 +351,56 @@ def apply_shopify_level(session: Session, sku: str, available: int, updated_at: 
             ),
             Stock.updated_at: func.now(),
         },
-        where=Stock.shopify_updated_at.is_(None) | (Stock.shopify_updated_at <= updated_at),
+        where=Stock.shopify_updated_at.is_(None) | ~unless,
     ).returning(Stock.sku)
     return session.execute(stmt).first() is not None
 
 
+def stale_level(
+    stored_at: ColumnElement[datetime],
+    stored: ColumnElement[int],
+    updated_at: datetime,
+    available: int,
+) -> ColumnElement[bool]:
+    """Whether an incoming Shopify level loses to the stored one: it is older, or it has the
+    same updated_at and is not lower. Shopify's updated_at has one-second resolution and its
+    webhooks arrive in any order, so two levels of one second cannot be ordered; keeping the
+    lower one never sells stock that may be gone (the next change, a second later, corrects
+    a restock that lost the tie)."""
+    return (stored_at > updated_at) | ((stored_at == updated_at) & (stored <= available))
+
+
+def apply_shopify_level(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
+    """Record one level Shopify reported for a SKU; False when it is stale (see `stale_level`)."""
+    unless = stale_level(Stock.shopify_updated_at, Stock.shopify_available, updated_at, available)
+    return _write_shopify_level(session, sku, available, updated_at, unless)
+
+
+def apply_shopify_total(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
+    """Record a SKU's total over the selling locations, summed by the caller from per-location
+    levels it has already stale-checked (core.shopify_sync), with the newest of their
+    updated_at. Only an older total is refused: at an equal time the total still moves,
+    because a late level of another location can change the sum without raising its newest
+    time. The caller holds the stock row lock from before it summed (`lock_stock`), so
+    concurrent totals cannot miss each other's levels."""
+    return _write_shopify_level(
+        session, sku, available, updated_at, Stock.shopify_updated_at > updated_at
+    )
+
+
+def lock_stock(session: Session, skus: Iterable[str]) -> None:
+    """Lock the SKUs' stock rows, in SKU order like every other stock write (missing rows are
+    skipped: the write that follows creates them)."""
+    session.execute(
+        select(Stock.sku)
+        .where(Stock.sku.in_(sorted(set(skus))))
+        .order_by(Stock.sku)
+        .with_for_update()
+    )
+
+
 def upsert_stock(session: Session, sku: str, shopify_available: int, updated_at: datetime) -> bool:
-    """The catalog loader's entry: the same stale-safe write as a level webhook."""
+    """One level for a SKU, written like `apply_shopify_level` (stale-safe, ties keep the lower)."""
     return apply_shopify_level(session, sku, shopify_available, updated_at)
 
 

@@ -7,12 +7,17 @@ retry (tenacity), a bounded number of times, then report the shop unavailable.""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import shopify
-from pyactiveresource.connection import ClientError, ConnectionError, ServerError
+from pyactiveresource.connection import (
+    ClientError,
+    ConnectionError,
+    ResourceInvalid,
+    ServerError,
+)
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from core.errors import DotshopError, ProviderUnavailable
@@ -114,16 +119,24 @@ class ShopifyGateway:
                 return
             page = self.call(page.next_page)
 
-    def inventory_levels(self, item_ids: list[int], location_id: int) -> list[dict[str, Any]]:
+    def inventory_levels(
+        self, item_ids: Sequence[int], location_ids: Sequence[int]
+    ) -> list[dict[str, Any]]:
+        """The levels of these items at these locations (one per stocked pair), page by page."""
         levels: list[dict[str, Any]] = []
+        locations = ",".join(str(i) for i in location_ids)
         for start in range(0, len(item_ids), 50):  # Shopify takes 50 ids per request
             chunk = ",".join(str(i) for i in item_ids[start : start + 50])
             page = self.call(
                 lambda chunk=chunk: shopify.InventoryLevel.find(
-                    inventory_item_ids=chunk, location_ids=location_id, limit=PAGE_SIZE
+                    inventory_item_ids=chunk, location_ids=locations, limit=PAGE_SIZE
                 )
             )
-            levels.extend(level.to_dict() for level in page)
+            while True:
+                levels.extend(level.to_dict() for level in page)
+                if not page.has_next_page():
+                    break
+                page = self.call(page.next_page)
         return levels
 
     def find_order_by_reference(self, reference: str, since_id: int | None) -> int | None:
@@ -170,3 +183,18 @@ class ShopifyGateway:
             return int(order.id)
 
         return self.call(create)
+
+    def cancel_order(self, shopify_order_id: int, *, reason: str) -> None:
+        """Cancel an order we pushed, restocking its units as Shopify does (`restock=true` puts
+        back what the order claimed and announces the new levels). Cancelling is final and
+        Shopify refuses a second one (422): an order already cancelled counts as done, so a
+        retry after a lost response converges."""
+
+        def cancel() -> None:
+            try:
+                shopify.Order({"id": shopify_order_id}).cancel(restock=True, reason=reason)
+            except ResourceInvalid:
+                if not shopify.Order.find(shopify_order_id).cancelled_at:
+                    raise
+
+        self.call(cancel)

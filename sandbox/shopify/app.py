@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sandbox.asgi import read_body
@@ -45,7 +46,10 @@ class ShopifySandbox:
         self.shop_domain = options.shopify_shop
         self.faults = Faults(options.seed)
         self.dispatcher = WebhookDispatcher(self.faults)
-        self.store = ShopStore(shop_domain=options.shopify_shop)
+        # An OffsetClock unless a test injects its own: the control API can then advance it,
+        # and the shop's timestamps move with it.
+        self.clock = clock if clock is not None else OffsetClock()
+        self.store = ShopStore(shop_domain=options.shopify_shop, now=self._wall_now)
         self.publisher = WebhookPublisher(
             self.dispatcher,
             options.shopify_shop,
@@ -53,8 +57,6 @@ class ShopifySandbox:
             self.store.subscribers,
         )
         self.store._emit = self.publisher
-        # An OffsetClock unless a test injects its own: the control API can then advance it.
-        self.clock = clock if clock is not None else OffsetClock()
         self.bucket = LeakyBucket(self.clock)
         self.admin = build_router(self.store)
         self.control = build_control_router(self)
@@ -81,6 +83,9 @@ class ShopifySandbox:
                     TOPICS,
                     SHOPIFY_API_VERSION,
                 )
+
+    def _wall_now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=getattr(self.clock, "offset", 0.0))
 
     def export(self) -> dict[str, Any]:
         with self._calls_lock:

@@ -30,6 +30,11 @@ class OffsetClock:
     def __call__(self) -> float:
         return self._base() + self._offset
 
+    @property
+    def offset(self) -> float:
+        """Seconds advanced so far (the shop's wall clock moves with it)."""
+        return self._offset
+
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("the clock only moves forward")

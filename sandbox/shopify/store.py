@@ -12,7 +12,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -42,6 +42,8 @@ LOCATIONS = (
 )  # fmt: skip
 VENDOR = "dotshop"
 FIRST_ORDER_NUMBER = 1001
+# Shopify's documented cancel reasons (REST orders/{id}/cancel.json; default "other").
+CANCEL_REASONS = ("customer", "fraud", "inventory", "declined", "other")
 INVENTORY_BEHAVIOURS = ("bypass", "decrement_ignoring_policy", "decrement_obeying_policy")
 # Shopify's default for API-created orders: inventory is NOT claimed unless asked for.
 DEFAULT_INVENTORY_BEHAVIOUR = "bypass"
@@ -110,7 +112,6 @@ class ShopStore:
         self.shop_domain = shop_domain
         self._emit = emit or (lambda topic, payload: None)
         self._now = now or (lambda: datetime.now(UTC))
-        self._last_time: datetime | None = None
         self.clear()
 
     # ---------------------------------------------------------------- lifecycle
@@ -170,14 +171,9 @@ class ShopStore:
                 self._create_product(body)
 
     def timestamp(self) -> str:
-        """Now, ISO-8601 UTC with milliseconds, strictly increasing so that `updated_at` orders
-        changes even within one second (Shopify shows whole seconds; our sync relies on order)."""
-        with self._lock:
-            now = self._now().astimezone(UTC)
-            if self._last_time is not None and now <= self._last_time:
-                now = self._last_time + timedelta(milliseconds=1)
-            self._last_time = now
-            return now.isoformat(timespec="milliseconds")
+        """Now, ISO-8601 in whole seconds like Shopify's REST `updated_at`: two changes within
+        one second share a timestamp, so a consumer cannot order them by it (and must not)."""
+        return self._now().astimezone(UTC).replace(microsecond=0).isoformat()
 
     def _next_id(self, kind: str) -> int:
         return next(self._ids[kind])
@@ -853,6 +849,8 @@ class ShopStore:
             if record is None:
                 raise not_found()
             order = record.body
+            if (reason or "other") not in CANCEL_REASONS:
+                raise invalid("reason", "is not included in the list")
             if order["cancelled_at"]:
                 raise ShopifyError(422, {"base": ["Order has already been cancelled"]})
             stamp = self.timestamp()

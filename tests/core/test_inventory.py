@@ -395,6 +395,33 @@ def test_a_stale_shopify_level_is_ignored(clean_engine: Engine) -> None:
     assert (snap.shopify_available, snap.shopify_updated_at) == (7, newer)
 
 
+def test_a_level_with_the_same_second_never_raises_stock(clean_engine: Engine) -> None:
+    """Shopify's updated_at has whole seconds and its webhooks arrive in any order: of two
+    levels stamped with the same second, the lower one is kept, whichever came last."""
+    seed_skus(clean_engine, {"A": 5, "B": 5})
+    t1 = T0 + timedelta(minutes=1)
+    assert in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "A", 9, t1))
+    assert not in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "A", 10, t1))
+    assert counts(clean_engine, "A") == (9, 0, 0)
+    assert in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "B", 10, t1))
+    assert in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "B", 9, t1))
+    assert counts(clean_engine, "B") == (9, 0, 0)
+
+
+def test_acknowledge_applies_the_levels_it_read_even_when_nothing_moves(
+    clean_engine: Engine,
+) -> None:
+    """A retried acknowledgement (the first one committed) still lands Shopify's fresh level."""
+    seed_skus(clean_engine, {"A": 5})
+    (paid,) = seed_orders(clean_engine, 1)
+    reserve(clean_engine, paid, [Line("A", 2)])
+    in_txn(clean_engine, lambda s: inventory.commit(s, paid))
+    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid, {"A": (3, LATER)})) == 1
+    newer = {"A": (2, LATER + timedelta(seconds=1))}
+    assert in_txn(clean_engine, lambda s: inventory.acknowledge(s, paid, newer)) == 0
+    assert counts(clean_engine, "A") == (2, 0, 0)
+
+
 def test_the_catalog_loader_creates_stock_rows(clean_engine: Engine) -> None:
     seed_skus(clean_engine, {"A": 0})
     with clean_engine.begin() as conn:

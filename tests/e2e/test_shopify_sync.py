@@ -9,8 +9,9 @@ import pytest
 import shopify
 
 from core import shopify_sync
+from core.errors import ProviderUnavailable
 from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.helpers import checkout, skus_with_stock, stock
+from tests.e2e.helpers import checkout, order, paid_order, skus_with_stock, stock
 
 
 def sell_elsewhere(stack: Stack, sku: str, quantity: int) -> dict:
@@ -106,12 +107,16 @@ class CrashAfterCreate:
         raise RuntimeError("killed before recording the Shopify order")
 
 
-def test_a_push_that_died_after_shopify_created_the_order_does_not_create_another(
-    stack: Stack,
-) -> None:
+@pytest.mark.parametrize("how", ["response_lost", "killed_after_create"])
+def test_a_retried_push_makes_one_shopify_order_and_acknowledges_it(stack: Stack, how: str) -> None:
+    """A retry after the first attempt died converges (DESIGN.md: a retry resumes where the last
+    committed phase left off), with real Shopify order ids (> 2**31) in the resume marker."""
     from core.outbox import Message
 
-    sku = skus_with_stock(stack, minimum=3)[2]
+    skus = skus_with_stock(stack, minimum=3)
+    paid_order(stack, skus[0])  # pushed by the relay: the next marker is a real Shopify id
+    assert stack.scalar("SELECT max(shopify_order_id) FROM orders") > 2**31
+    sku = skus[2]
     body = checkout(stack, [{"sku": sku, "quantity": 1}]).json()
     stack.stripe_client().v1.payment_intents.confirm(
         body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
@@ -130,9 +135,25 @@ def test_a_push_that_died_after_shopify_created_the_order_does_not_create_anothe
         0,
     )
 
-    crashing = shopify_sync.OrderPusher(stack.engine, CrashAfterCreate(stack.shopify_gateway()), 1)
-    with pytest.raises(RuntimeError):
-        crashing(message)
+    if how == "response_lost":
+        stack.faults(
+            "shopify",
+            error_rate=1.0,
+            error_phase="after",
+            path_prefix="/admin/api/2025-01/orders.json",
+            method="POST",
+        )
+        try:
+            with pytest.raises(ProviderUnavailable):
+                shopify_sync.OrderPusher(stack.engine, stack.shopify_gateway(), 1)(message)
+        finally:
+            stack.clear_faults()
+    else:
+        crashing = shopify_sync.OrderPusher(
+            stack.engine, CrashAfterCreate(stack.shopify_gateway()), 1
+        )
+        with pytest.raises(RuntimeError):
+            crashing(message)
     assert (
         stack.scalar("SELECT shopify_order_id FROM orders WHERE id = :o", o=body["order_id"])
         is None
@@ -152,4 +173,12 @@ def test_a_push_that_died_after_shopify_created_the_order_does_not_create_anothe
         stack.scalar("SELECT shopify_order_id FROM orders WHERE id = :o", o=body["order_id"])
         == ours[0]["id"]
     )
-    assert stock(stack, sku)[2] == 0  # acknowledged once: nothing left committed
+    timeline = [e["kind"] for e in order(stack, body["order_id"])["timeline"]]
+    assert timeline.count("pushed_to_shopify") == 1
+    item = stack.scalar("SELECT shopify_inventory_item_id FROM variant WHERE sku = :s", s=sku)
+    shopify_level = next(
+        lv["available"]
+        for lv in state["inventory_levels"]
+        if lv["inventory_item_id"] == item and lv["location_id"] == 1
+    )
+    assert stock(stack, sku) == (shopify_level, 0, 0)  # acknowledged once, nothing committed

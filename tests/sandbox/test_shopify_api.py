@@ -4,11 +4,12 @@ orders and their effects on stock, and the Admin API's error shapes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
 import shopify
-from pyactiveresource.connection import ResourceNotFound, UnauthorizedAccess
+from pyactiveresource.connection import ResourceInvalid, ResourceNotFound, UnauthorizedAccess
 
 from sandbox.catalog import demo_catalog, demo_variants
 from sandbox.options import DEFAULT_SHOPIFY_ACCESS_TOKEN, DEFAULT_SHOPIFY_SHOP
@@ -34,6 +35,10 @@ def level(item_id: int, location_id: int = 1) -> int:
     levels = shopify.InventoryLevel.find(inventory_item_ids=item_id, location_ids=location_id)
     assert len(levels) == 1
     return levels[0].available
+
+
+def advance_clock(shop: str, seconds: float) -> None:
+    httpx.post(f"{shop}/_sandbox/clock/advance", json={"seconds": seconds}).raise_for_status()
 
 
 def variant_by_sku(sku: str) -> shopify.Variant:
@@ -146,6 +151,7 @@ def test_inventory_set_adjust_connect_list(shop):
     item_id = variant_by_sku("JWL-RING-GOLD-52").inventory_item_id
     assert level(item_id) == demo_variants()["JWL-RING-GOLD-52"].stock
     before = shopify.InventoryLevel.find(inventory_item_ids=item_id)[0].updated_at
+    advance_clock(shop, 1)  # updated_at has whole seconds, like Shopify's
     updated = shopify.InventoryLevel.set(1, item_id, 12)
     assert updated.available == 12 and updated.updated_at > before
     assert shopify.InventoryLevel.adjust(1, item_id, -5).available == 7
@@ -282,3 +288,28 @@ def test_state_export(shop):
     empty = httpx.post(f"{shop}/_sandbox/reset", json={"demo_catalog": False}).json()
     assert empty["status"] == "reset"
     assert httpx.get(f"{shop}/_sandbox/state").json()["products"] == []
+
+
+def test_updated_at_has_whole_seconds_like_shopify(shop):
+    """Shopify's REST timestamps are ISO-8601 to the second ("2024-01-02T09:00:00-05:00"), so
+    two changes within one second share an updated_at; the sandbox clock moves them on."""
+    item_id = variant_by_sku("JWL-RING-GOLD-52").inventory_item_id
+    first = shopify.InventoryLevel.set(1, item_id, 9)
+    second = shopify.InventoryLevel.set(1, item_id, 10)
+    for stamp in (first.updated_at, second.updated_at):
+        assert datetime.fromisoformat(stamp).microsecond == 0 and "." not in stamp
+    advance_clock(shop, 1)
+    third = shopify.InventoryLevel.set(1, item_id, 11)
+    assert datetime.fromisoformat(third.updated_at) > datetime.fromisoformat(second.updated_at)
+
+
+def test_cancel_reason_must_be_one_of_shopifys(shop):
+    """orders/{id}/cancel.json takes reason customer, inventory, fraud, declined or other; an
+    order cancels once (a second cancel is 422)."""
+    variant = variant_by_sku("BTY-SERUM-30ML")
+    order = shopify.Order.create({"line_items": [{"variant_id": variant.id, "quantity": 1}]})
+    with pytest.raises(ResourceInvalid):
+        order.cancel(reason="bored")
+    order.cancel(reason="customer")
+    with pytest.raises(ResourceInvalid):
+        order.cancel(reason="customer")

@@ -137,6 +137,25 @@ def test_error_after_processing_applies_the_change(base, client):
     assert len(httpx.get(f"{base}/_sandbox/state").json()["orders"]) == 1
 
 
+def test_method_fault_spares_reads_of_the_same_path(base, client):
+    """A fault limited to POST loses a create's response while lookups on that path (the
+    retry's search for what it created) still answer."""
+    variant = client.get("/products.json", params={"limit": 1}).json()["products"][0]["variants"][0]
+    faults(
+        base,
+        error_rate=1.0,
+        error_phase="after",
+        path_prefix=f"/admin/api/{VERSION}/orders",
+        method="POST",
+    )
+    lost = client.post(
+        "/orders.json", json={"order": {"line_items": [{"variant_id": variant["id"]}]}}
+    )
+    assert lost.status_code == 500
+    listed = client.get("/orders.json", params={"status": "any"})
+    assert listed.status_code == 200 and len(listed.json()["orders"]) == 1
+
+
 def test_latency_and_timeout_faults(base, client):
     faults(base, latency_ms=300)
     started = time.monotonic()

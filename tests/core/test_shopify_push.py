@@ -1,0 +1,212 @@
+"""The `shopify.push_order` handler against a real sandbox Shopify and a real PostgreSQL:
+retried pushes converge to exactly one Shopify order (DESIGN.md: "a retry after a crash
+resumes where the last committed phase left off"), and Shopify reflects refunds and
+cancellations (REST orders/{id}/cancel.json with restock=true)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from core import shopify_sync
+from core.errors import ProviderUnavailable
+from core.shopify_gateway import API_VERSION, ShopifyGateway
+from tests.core.shopify_support import (
+    Shop,
+    item_of,
+    paid_order,
+    push_message,
+    refund_in_full,
+    refund_part,
+    stock,
+    timeline,
+)
+from tests.processes import Process
+
+SKU = "FSH-CASHCREW-CAMEL-M"
+OTHER = "BTY-SERUM-30ML"
+
+
+@pytest.fixture
+def shop(sandbox: Process, clean_engine: Engine) -> Iterator[Shop]:
+    """A freshly reset sandbox Shopify, its catalog loaded into an empty database."""
+    shop = Shop(sandbox.urls["shopify"])
+    shop.reset()
+    shopify_sync.load_catalog(clean_engine, shop.gateway(), [1])
+    yield shop
+    shop.reset()
+
+
+def pusher(engine: Engine, gateway: Any) -> shopify_sync.OrderPusher:
+    return shopify_sync.OrderPusher(engine, gateway, [1])
+
+
+def kinds(engine: Engine, order_id: str) -> list[str]:
+    return [kind for kind, _ in timeline(engine, order_id)]
+
+
+def pushed_before(engine: Engine, shop: Shop) -> None:
+    """Another order already in Shopify: the next push's resume marker is a real Shopify order
+    id (~5.6e12), beyond PostgreSQL's integer."""
+    order_id = paid_order(engine, {OTHER: 1})
+    pusher(engine, shop.gateway())(push_message(order_id))
+    assert shop.orders_for(order_id)[0].id > 2**31
+
+
+class DiesBeforeShopify(ShopifyGateway):
+    """Our process dies after the push began (marker committed), before calling Shopify."""
+
+    def find_order_by_reference(self, reference: str, since_id: int | None) -> int | None:
+        raise RuntimeError("killed before calling Shopify")
+
+
+class DiesAfterShopify(ShopifyGateway):
+    """Shopify created the order; our process dies before recording it."""
+
+    def create_order(self, **kwargs: Any) -> int:
+        super().create_order(**kwargs)
+        raise RuntimeError("killed after Shopify created the order")
+
+
+def wrap(shop: Shop, cls: type[ShopifyGateway]) -> ShopifyGateway:
+    real = shop.gateway()
+    return cls(shop=real.shop, site=real.site, access_token=real.token)
+
+
+def fail_first_attempt(engine: Engine, shop: Shop, order_id: str, how: str) -> None:
+    if how == "before_the_call":
+        with pytest.raises(RuntimeError):
+            pusher(engine, wrap(shop, DiesBeforeShopify))(push_message(order_id))
+    elif how == "during_the_call":
+        # Shopify applies the create, then the response is lost (a dropped connection).
+        shop.faults(
+            error_rate=1.0,
+            error_phase="after",
+            path_prefix=f"/admin/api/{API_VERSION}/orders.json",
+            method="POST",
+        )
+        try:
+            with pytest.raises(ProviderUnavailable):
+                pusher(engine, shop.gateway())(push_message(order_id))
+        finally:
+            shop.faults(error_rate=0.0, path_prefix="", method="")
+    else:
+        with pytest.raises(RuntimeError):
+            pusher(engine, wrap(shop, DiesAfterShopify))(push_message(order_id))
+
+
+@pytest.mark.parametrize("how", ["before_the_call", "during_the_call", "after_the_call"])
+def test_a_retried_push_converges_to_one_acknowledged_shopify_order(
+    shop: Shop, clean_engine: Engine, how: str
+) -> None:
+    pushed_before(clean_engine, shop)
+    order_id = paid_order(clean_engine, {SKU: 2})
+    fail_first_attempt(clean_engine, shop, order_id, how)
+    assert stock(clean_engine, SKU)[2] == 2  # still committed: not acknowledged
+
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))  # the retry
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=2))  # a redelivery
+
+    ours = shop.orders_for(order_id)
+    assert len(ours) == 1
+    assert [(li.sku, li.quantity) for li in ours[0].line_items] == [(SKU, 2)]
+    assert kinds(clean_engine, order_id).count("pushed_to_shopify") == 1
+    available, reserved, committed = stock(clean_engine, SKU)
+    assert (reserved, committed) == (0, 0)
+    assert available == shop.level(item_of(clean_engine, SKU))
+
+
+def test_an_order_refunded_before_its_push_is_never_sent(shop: Shop, clean_engine: Engine) -> None:
+    order_id = paid_order(clean_engine, {SKU: 1})
+    before = shop.level(item_of(clean_engine, SKU))
+    refund_in_full(clean_engine, order_id)
+
+    pusher(clean_engine, shop.gateway())(push_message(order_id))  # the payment's message
+
+    assert shop.orders_for(order_id) == []
+    assert shop.level(item_of(clean_engine, SKU)) == before
+    skipped = [data for kind, data in timeline(clean_engine, order_id) if kind == "push_skipped"]
+    assert skipped == [{"reason": "not_paid", "status": "refunded"}]
+    assert stock(clean_engine, SKU) == (before, 0, 0)
+
+
+def test_a_refund_after_the_push_cancels_the_shopify_order_and_restocks(
+    shop: Shop, clean_engine: Engine
+) -> None:
+    order_id = paid_order(clean_engine, {SKU: 2})
+    item = item_of(clean_engine, SKU)
+    before = shop.level(item)
+    pusher(clean_engine, shop.gateway())(push_message(order_id))
+    assert shop.level(item) == before - 2 == stock(clean_engine, SKU)[0]
+
+    shop.advance_clock(1)  # a refund comes later than the sale's second
+    refund_in_full(clean_engine, order_id)
+    pusher(clean_engine, shop.gateway())(push_message(order_id))  # the refund's message
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))  # redelivered
+
+    (ours,) = shop.orders_for(order_id)
+    assert ours.cancelled_at and ours.cancel_reason == "customer"
+    assert shop.level(item) == before
+    assert stock(clean_engine, SKU) == (before, 0, 0)
+    cancelled = [d for k, d in timeline(clean_engine, order_id) if k == "shopify_order_cancelled"]
+    assert cancelled == [{"shopify_order_id": ours.id, "reason": "customer", "restock": True}]
+
+
+def test_a_cancel_whose_response_was_lost_is_not_repeated(shop: Shop, clean_engine: Engine) -> None:
+    order_id = paid_order(clean_engine, {SKU: 1})
+    item = item_of(clean_engine, SKU)
+    before = shop.level(item)
+    pusher(clean_engine, shop.gateway())(push_message(order_id))
+    shop.advance_clock(1)
+    refund_in_full(clean_engine, order_id)
+    shop.faults(error_rate=1.0, error_phase="after", path_prefix="", method="POST")
+    try:
+        with pytest.raises(ProviderUnavailable):
+            pusher(clean_engine, shop.gateway())(push_message(order_id))
+    finally:
+        shop.faults(error_rate=0.0, method="")
+
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
+
+    assert shop.orders_for(order_id)[0].cancelled_at
+    assert shop.level(item) == before == stock(clean_engine, SKU)[0]
+    assert kinds(clean_engine, order_id).count("shopify_order_cancelled") == 1
+
+
+def test_a_refund_after_a_push_that_died_unrecorded_still_cancels_in_shopify(
+    shop: Shop, clean_engine: Engine
+) -> None:
+    pushed_before(clean_engine, shop)
+    order_id = paid_order(clean_engine, {SKU: 1})
+    item = item_of(clean_engine, SKU)
+    before = shop.level(item)
+    with pytest.raises(RuntimeError):
+        pusher(clean_engine, wrap(shop, DiesAfterShopify))(push_message(order_id))
+    shop.advance_clock(1)
+    refund_in_full(clean_engine, order_id)  # we never learnt the Shopify id
+
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
+
+    (ours,) = shop.orders_for(order_id)
+    assert ours.cancelled_at
+    assert shop.level(item) == before == stock(clean_engine, SKU)[0]
+    assert kinds(clean_engine, order_id)[-2:] == ["pushed_to_shopify", "shopify_order_cancelled"]
+
+
+def test_a_partial_refund_after_the_push_is_noted_not_sent(
+    shop: Shop, clean_engine: Engine
+) -> None:
+    order_id = paid_order(clean_engine, {SKU: 2})
+    pusher(clean_engine, shop.gateway())(push_message(order_id))
+    refund_part(clean_engine, order_id, 500)
+
+    pusher(clean_engine, shop.gateway())(push_message(order_id))
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
+
+    (ours,) = shop.orders_for(order_id)
+    assert not ours.cancelled_at
+    noted = [d for k, d in timeline(clean_engine, order_id) if k == "shopify_refund_not_mirrored"]
+    assert noted == [{"shopify_order_id": ours.id, "refunded": 500}]
