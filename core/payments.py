@@ -392,6 +392,8 @@ def _dispute_closed(session: Session, dispute: dict[str, Any]) -> None:
     data = {"dispute_id": dispute["id"], "status": status}
     if status in DISPUTE_RELEASED and order.status == orders.DISPUTED:
         orders.transition(session, order, orders.settled_status(order), kind, data)
+        # A push that found the order disputed skipped it; settled again, it may ship.
+        enqueue_push(session, order)
     elif status == "lost" and order.status in orders.SETTLED:
         orders.transition(session, order, orders.DISPUTED, kind, data)
     else:

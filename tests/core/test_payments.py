@@ -772,6 +772,18 @@ def test_an_open_inquiry_holds_the_order_disputed(clean_engine: Engine) -> None:
     end = end_state(clean_engine, sale, [])
     assert end["status"] == orders.PAID
     assert ledger.DISPUTES not in end["ledger"]
+    # A push delivered while the order was disputed skipped it: settled again, it is queued
+    # again (the handler reads the order's state, so an extra one is harmless).
+    with Session(clean_engine) as s:
+        pushes = s.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.topic == payments.PUSH_ORDER_TO_SHOPIFY,
+                OutboxMessage.ordering_key == payments.order_key(sale.order_id),
+            )
+        )
+    assert pushes == 2
 
 
 def test_a_late_dispute_fee_is_booked_after_an_earlier_zero_one(clean_engine: Engine) -> None:

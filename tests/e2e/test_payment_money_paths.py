@@ -39,6 +39,9 @@ def test_an_inquiry_holds_the_order_then_closes_without_moving_money(stack: Stac
     resolve_dispute(stack, dispute_id, "warning_closed")
     assert wait_for(lambda: order(stack, body["order_id"])["status"] == "paid")
     assert "inquiry_closed" in kinds(stack, body["order_id"])
+    # Settled again, the order ships, whether or not a push skipped it while disputed.
+    stack.settle()
+    assert kinds(stack, body["order_id"]).count("pushed_to_shopify") == 1
     assert ledger_net(stack, body["order_id"], "expenses:disputes") == 0
     assert ledger_net(stack, body["order_id"], "expenses:dispute_fees") == 0
 
