@@ -24,8 +24,7 @@ from checkout_api.schemas import (
 )
 from core import checkout, inventory, orders
 from core.errors import NotFound
-from core.idempotency import KEY_MIN_LENGTH
-from core.idempotent_request import Outcome
+from core.idempotency import KEY_MIN_LENGTH, Answer
 from core.logs import get_logger
 from core.metrics import CHECKOUTS
 
@@ -71,7 +70,7 @@ def require_checkout_id(checkout_id: str) -> str:
     return checkout_id
 
 
-def _outcome_label(outcome: Outcome) -> str:
+def _outcome_label(outcome: Answer) -> str:
     if outcome.replayed:
         return "replayed"
     if outcome.status < 300:

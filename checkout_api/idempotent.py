@@ -12,8 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import ParameterKwarg
 
 from core.errors import IdempotencyKeyMissing
-from core.idempotency import validate_key
-from core.idempotent_request import Outcome
+from core.idempotency import Answer, validate_key
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -46,7 +45,7 @@ async def key_before_body(request: Request) -> None:
         require_key(request.headers.get(IDEMPOTENCY_KEY))
 
 
-def to_response(outcome: Outcome) -> Response[bytes]:
+def to_response(outcome: Answer) -> Response[bytes]:
     """The stored response byte for byte; a replay says so in `Idempotent-Replayed`."""
     headers = {REPLAYED: "true"} if outcome.replayed else {}
     with contextlib.suppress(ValueError, AttributeError, TypeError):

@@ -31,8 +31,18 @@ from core.errors import (
     PaymentProviderError,
     UnknownSku,
 )
-from core.idempotency import External, KeyRecord, RecoveryPoint, Response, Step
-from core.idempotent_request import Outcome, begin, encode, error_response, final_errors, run
+from core.idempotency import (
+    Answer,
+    External,
+    KeyRecord,
+    RecoveryPoint,
+    Response,
+    Step,
+    encode,
+    error_response,
+    final_errors,
+    lock_timeout_for,
+)
 from core.ids import new_id
 from core.logs import get_logger
 from core.models import Order
@@ -196,11 +206,18 @@ def create_checkout(
     body: bytes,
     request: CheckoutRequest,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Outcome:
-    begun = begin(engine, settings, CHECKOUT_SCOPE, idempotency_key, CHECKOUT_PATH, body)
-    if isinstance(begun, Outcome):
+) -> Answer:
+    begun = idempotency.begin(
+        engine,
+        scope=CHECKOUT_SCOPE,
+        key=idempotency_key,
+        path=CHECKOUT_PATH,
+        body=body,
+        lock_timeout=lock_timeout_for(settings),
+    )
+    if isinstance(begun, Answer):
         return begun
-    return run(
+    return idempotency.run(
         engine,
         begun,
         {
@@ -219,12 +236,19 @@ def _order_by_checkout(session: Session, checkout_id: str) -> Order:
 
 def cancel_checkout(
     engine: Engine, settings: Settings, *, checkout_id: str, idempotency_key: str, body: bytes
-) -> Outcome:
+) -> Answer:
     """Release the hold and cancel the PaymentIntent (through the outbox, so it survives a
     Stripe outage). Cancelling a cancelled checkout answers its current state."""
     path = f"{CHECKOUT_PATH}/{checkout_id}/cancel"
-    begun = begin(engine, settings, f"{STOREFRONT}:POST {path}", idempotency_key, path, body)
-    if isinstance(begun, Outcome):
+    begun = idempotency.begin(
+        engine,
+        scope=f"{STOREFRONT}:POST {path}",
+        key=idempotency_key,
+        path=path,
+        body=body,
+        lock_timeout=lock_timeout_for(settings),
+    )
+    if isinstance(begun, Answer):
         return begun
 
     def cancel(session: Session, key: KeyRecord) -> Response:
@@ -239,4 +263,4 @@ def cancel_checkout(
             )
         return Response(200, encode(checkout_body(order, None, orders.lines(session, order.id))))
 
-    return run(engine, begun, {idempotency.STARTED: final_errors(cancel)})
+    return idempotency.run(engine, begun, {idempotency.STARTED: final_errors(cancel)})

@@ -3,7 +3,7 @@ atomic's `completer` process).
 
 A key is stranded when its request died between two phases (a killed API process leaves it
 locked) or failed there (a Stripe outage answered 503 and unlocked it) and its client never came
-back. Once nobody has run it for the lock timeout (`idempotent_request.lock_timeout`: a live
+back. Once nobody has run it for the lock timeout (`idempotency.lock_timeout_for`: a live
 request can hold its key no longer than that), the completer takes the key's lock the way
 `begin` takes over a dead request's lock, and runs the remaining steps, the very ones a client
 retry would run:
@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from core import checkout, idempotency
-from core.idempotent_request import lock_timeout
 from core.logs import get_logger
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway
@@ -59,7 +58,7 @@ def run_once(
     A key whose steps fail (Stripe unreachable) is unlocked with `last_run_at` = now, so it is
     tried again one lock timeout later and not twice in one pass."""
     now = now or datetime.now(UTC)
-    stalled_before = now - lock_timeout(settings)
+    stalled_before = now - idempotency.lock_timeout_for(settings)
     done = idempotency.unlock_stalled_started(
         engine, stalled_before=stalled_before, limit=COMPLETER_BATCH
     )

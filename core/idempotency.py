@@ -8,18 +8,19 @@ outside any transaction, and carry an idempotency key derived from our ids, so a
 the call and the phase recording its result is harmless: the retried call returns the same
 object instead of making a second one.
 
-    begun = begin(engine, scope="POST /v1/checkouts", key=hdr, method="POST",
-                  path="/v1/checkouts", fingerprint=fingerprint("POST", "/v1/checkouts", body))
-    if isinstance(begun, StoredResponse):
-        return replay(begun)                     # byte for byte, Idempotent-Replayed: true
-    stored = run(engine, begun, {"started": create_order,
+    begun = begin(engine, scope="storefront:POST /v1/checkouts", key=hdr,
+                  path="/v1/checkouts", body=body, lock_timeout=lock_timeout_for(settings))
+    if isinstance(begun, Answer):
+        return begun                             # replayed byte for byte (begun.replayed)
+    answer = run(engine, begun, {"started": create_order,
                                  "order_created": External(call=create_pi, record=save_pi),
                                  "payment_created": respond})
 
 A step returns `RecoveryPoint(name, state)` (commit and go on), or `Response(status, body)`
 (store the final answer, finish, unlock). A step that raises rolls its phase back and unlocks
 the key: raising means "retry may succeed"; a final business answer (409 insufficient stock)
-is a `Response`, so it is stored and replayed like a success.
+is a `Response`, so it is stored and replayed like a success (`final_errors` turns the
+business errors a step raises into such answers).
 """
 
 from __future__ import annotations
@@ -45,9 +46,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from core.errors import IdempotencyKeyInUse, IdempotencyKeyInvalid, IdempotencyKeyReused
+from core.errors import (
+    Conflict,
+    DotshopError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    NotFound,
+)
 from core.ids import new_id
 from core.models import IdempotencyKey
+from core.settings import Settings
+from core.stripe_gateway import STRIPE_NETWORK_RETRIES
 
 STARTED = "started"
 FINISHED = "finished"
@@ -55,7 +65,7 @@ FINISHED = "finished"
 # A lock older than this belongs to a process that died mid-request (a live request refreshes
 # nothing, so this must exceed the slowest legitimate request: stripe-python's own request
 # timeout is 80 s, plus our phases). After it, a retry may take the key over and resume.
-# Callers that bound their provider calls more tightly pass their own (idempotent_request).
+# Callers that bound their provider calls more tightly pass their own (`lock_timeout_for`).
 LOCK_TIMEOUT = timedelta(seconds=90)
 
 # Keys live 24 h, like Stripe's: long enough for any client retry loop, short enough that the
@@ -87,11 +97,13 @@ _table = IdempotencyKey.__table__
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    """The final response of a finished key, replayed byte for byte."""
+class Answer:
+    """What the request answers: the key's final response (status and body, stored byte for
+    byte) and whether this is a replay of it."""
 
     status: int
     body: bytes
+    replayed: bool = False
 
 
 @dataclass
@@ -105,10 +117,10 @@ class KeyRecord:
     recovery_point: str
     state: dict[str, Any]
     locked_at: datetime | None
-    response: StoredResponse | None = None
+    response: Answer | None = None
 
 
-Begun = StoredResponse | KeyRecord
+Begun = Answer | KeyRecord
 
 
 @dataclass(frozen=True)
@@ -218,7 +230,7 @@ def _retrying() -> Retrying:
 def _record(row: Any) -> KeyRecord:
     response = None
     if row.recovery_point == FINISHED and row.response_status is not None:
-        response = StoredResponse(row.response_status, bytes(row.response_body or b""))
+        response = Answer(row.response_status, bytes(row.response_body or b""), replayed=True)
     return KeyRecord(
         id=row.id,
         scope=row.scope,
@@ -238,17 +250,18 @@ def begin(
     *,
     scope: str,
     key: str,
-    method: str,
     path: str,
-    fingerprint: str,
-    now: datetime | None = None,
+    body: bytes,
+    method: str = "POST",
     lock_timeout: timedelta = LOCK_TIMEOUT,
+    now: datetime | None = None,
 ) -> Begun:
     """Insert-or-lock the key in one short transaction.
 
-    Returns the stored response of a finished key (replay it), or the key locked for this
+    Returns the stored answer of a finished key (`replayed`), or the key locked for this
     request (run its steps). Raises IdempotencyKeyInvalid, IdempotencyKeyReused (same key,
-    different request) or IdempotencyKeyInUse (another request holds a live lock).
+    different request) or IdempotencyKeyInUse (another request holds a live lock younger than
+    `lock_timeout`; see `lock_timeout_for`).
     """
     validate_key(key)
     if len(scope) > 100:
@@ -257,7 +270,14 @@ def begin(
     for attempt in _retrying():
         with attempt:
             return _begin_once(
-                engine, scope, key, method.upper(), path, fingerprint, now, lock_timeout
+                engine,
+                scope,
+                key,
+                method.upper(),
+                path,
+                fingerprint(method, path, body),
+                now,
+                lock_timeout,
             )
     raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
 
@@ -314,7 +334,7 @@ def _begin_once(
         if (row.request_fingerprint, row.request_method, row.request_path) != (fp, method, path):
             raise IdempotencyKeyReused()
         if row.recovery_point == FINISHED:
-            return StoredResponse(row.response_status, bytes(row.response_body or b""))
+            return Answer(row.response_status, bytes(row.response_body or b""), replayed=True)
         if row.locked_at is not None and row.locked_at > now - lock_timeout:
             raise IdempotencyKeyInUse()
         # Unlocked (a previous attempt failed and unlocked) or abandoned (its process died):
@@ -375,7 +395,7 @@ def _phase(engine: Engine, key: KeyRecord, isolation: str) -> Iterator[PhaseSess
         elif isinstance(outcome, Response):
             key.recovery_point = FINISHED
             key.locked_at = None
-            key.response = StoredResponse(outcome.status, outcome.body)
+            key.response = Answer(outcome.status, outcome.body)
 
 
 @contextmanager
@@ -415,6 +435,47 @@ def unlock(engine: Engine, key_id: str) -> None:
         conn.execute(update(_table).where(_table.c.id == key_id).values(locked_at=None))
 
 
+# ----------------------------------------------------------------------------------- answers
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """A JSON body as we store and send it (compact; replayed byte for byte)."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def error_response(error: DotshopError) -> Response:
+    """A final answer made of a business error: stored and replayed like a success."""
+    return Response(error.http_status, encode({"error": error.to_dict()}))
+
+
+def final_errors(
+    step: Callable[[Session, KeyRecord], Response],
+) -> Callable[[Session, KeyRecord], Response]:
+    """Business errors a step raises (no such order, wrong state) are final answers: store them
+    (the step's own writes are rolled back to a savepoint first)."""
+
+    def guarded(session: Session, key: KeyRecord) -> Response:
+        try:
+            with session.begin_nested():
+                return step(session, key)
+        except (NotFound, Conflict) as exc:
+            return error_response(exc)
+
+    return guarded
+
+
+# Time for the phases themselves and the SDK's backoff between its retries.
+LOCK_MARGIN_SECONDS = 10
+
+
+def lock_timeout_for(settings: Settings) -> timedelta:
+    """The longest a live request can hold its key: every Stripe attempt timing out, plus a
+    margin. An older lock belongs to a process that died: a retry (or the completer) may take
+    the key over."""
+    attempts = STRIPE_NETWORK_RETRIES + 1
+    return timedelta(seconds=settings.stripe_timeout * attempts + LOCK_MARGIN_SECONDS)
+
+
 # ------------------------------------------------------------------------------------ driver
 
 
@@ -424,8 +485,9 @@ def run(
     steps: Mapping[str, Step],
     *,
     isolation: str = READ_COMMITTED,
-) -> StoredResponse:
-    """Run the steps from the key's recovery point until one returns a Response.
+) -> Answer:
+    """Run the steps from the key's recovery point until one returns a Response; that is the
+    answer (freshly made, not a replay).
 
     `steps` maps a recovery point to a step: a function `(session, key) -> Outcome` run in an
     atomic phase, or an `External` (provider call outside any transaction, then a phase that
@@ -559,6 +621,7 @@ __all__ = [
     "READ_COMMITTED",
     "SERIALIZABLE",
     "STARTED",
+    "Answer",
     "Begun",
     "External",
     "KeyRecord",
@@ -568,11 +631,14 @@ __all__ = [
     "RecoveryPoint",
     "Response",
     "Step",
-    "StoredResponse",
     "atomic_phase",
     "begin",
     "claim_stalled",
+    "encode",
+    "error_response",
+    "final_errors",
     "fingerprint",
+    "lock_timeout_for",
     "provider_key",
     "reap_expired",
     "run",

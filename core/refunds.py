@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session
 
 from core import audit, idempotency, orders, outbox
 from core.errors import Conflict, RefundExceedsRemaining
-from core.idempotency import KeyRecord, Response
-from core.idempotent_request import Outcome, begin, encode, final_errors, run
+from core.idempotency import Answer, KeyRecord, Response, encode, final_errors, lock_timeout_for
 from core.ids import new_id
 from core.models import Order, Refund
 from core.settings import Settings
@@ -160,12 +159,19 @@ def request_refund(
     idempotency_key: str,
     body: bytes,
     actor: str,
-) -> Outcome:
+) -> Answer:
     """Admin refund: checked against what remains (succeeded and open refunds subtracted), sent
     to Stripe through the outbox with a Stripe idempotency key derived from this request's key."""
     path = f"/admin/v1/orders/{order_id}/refunds"
-    begun = begin(engine, settings, f"admin:POST {path}", idempotency_key, path, body)
-    if isinstance(begun, Outcome):
+    begun = idempotency.begin(
+        engine,
+        scope=f"admin:POST {path}",
+        key=idempotency_key,
+        path=path,
+        body=body,
+        lock_timeout=lock_timeout_for(settings),
+    )
+    if isinstance(begun, Answer):
         return begun
 
     def refund(session: Session, key: KeyRecord) -> Response:
@@ -204,4 +210,4 @@ def request_refund(
             ),
         )
 
-    return run(engine, begun, {idempotency.STARTED: final_errors(refund)})
+    return idempotency.run(engine, begun, {idempotency.STARTED: final_errors(refund)})

@@ -20,7 +20,7 @@ from core.catalog import ProductData, VariantData
 from core.checkout import ORDER_CREATED, CheckoutRequest, create_checkout
 from core.db import transaction
 from core.errors import ProviderUnavailable
-from core.idempotent_request import Outcome
+from core.idempotency import Answer
 from core.models import IdempotencyKey, Order, OutboxMessage
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
@@ -119,7 +119,7 @@ def seed_sku(
 
 def checkout(
     engine: Engine, gateway: Any, settings: Settings, key: str, lines: dict[str, int]
-) -> Outcome:
+) -> Answer:
     body = json.dumps(
         {
             "email": EMAIL,
@@ -165,7 +165,7 @@ def stripe_intents(stripe_base: str, order_id: str) -> list[dict[str, Any]]:
 
 
 def assert_replayed(
-    engine: Engine, gateway: Any, settings: Settings, key: str, first: Outcome, lines: dict
+    engine: Engine, gateway: Any, settings: Settings, key: str, first: Answer, lines: dict
 ) -> None:
     again = checkout(engine, gateway, settings, key, lines)
     assert (again.status, again.body, again.replayed) == (first.status, first.body, True)

@@ -22,7 +22,6 @@ from core import completer, idempotency, inventory, orders, relay, sweeper
 from core.checkout import CHECKOUT_PATH, CHECKOUT_SCOPE, ORDER_CREATED
 from core.db import make_engine
 from core.errors import ProviderUnavailable
-from core.idempotent_request import lock_timeout
 from core.models import Order, OrderEvent, Reservation
 from core.outbox import Handlers, RetryPolicy
 from core.payment_effects import StripeEffects
@@ -86,7 +85,9 @@ def stripe_client(stripe_base: str) -> stripe.StripeClient:
 
 
 def past_lock_timeout(settings: Settings, after: datetime | None = None) -> datetime:
-    return (after or datetime.now(UTC)) + lock_timeout(settings) + timedelta(seconds=1)
+    return (
+        (after or datetime.now(UTC)) + idempotency.lock_timeout_for(settings) + timedelta(seconds=1)
+    )
 
 
 def drain(engine: Engine, gateway: StripeGateway) -> None:
@@ -277,9 +278,8 @@ def test_a_key_stranded_at_started_is_only_unlocked(
         clean_engine,
         scope=CHECKOUT_SCOPE,
         key=key,
-        method="POST",
         path=CHECKOUT_PATH,
-        fingerprint=idempotency.fingerprint("POST", CHECKOUT_PATH, body),
+        body=body,
     )
     assert isinstance(begun, idempotency.KeyRecord)
 
