@@ -181,11 +181,12 @@ def settled_status(order: Order) -> str:
     return PARTIALLY_REFUNDED if order.refunded_minor else PAID
 
 
-def has_event(session: Session, order_id: str, kinds: Sequence[str], **data: str) -> bool:
-    """Whether the timeline holds an event of one of these kinds whose data has these values."""
+def has_event(session: Session, order_id: str, kinds: Sequence[str], **data: Any) -> bool:
+    """Whether the timeline holds an event of one of these kinds whose data has these values
+    (JSON containment, so numbers compare as numbers)."""
     query = select(OrderEvent.id).where(OrderEvent.order_id == order_id, OrderEvent.kind.in_(kinds))
-    for name, value in data.items():
-        query = query.where(OrderEvent.data[name].astext == value)
+    if data:
+        query = query.where(OrderEvent.data.contains(data))
     return session.scalar(query.limit(1)) is not None
 
 

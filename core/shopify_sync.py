@@ -268,6 +268,9 @@ def accept_webhook(
 
 # Orders Shopify should have: paid ones (a partial refund still ships the rest).
 PUSHABLE = (orders.PAID, orders.PARTIALLY_REFUNDED)
+# Timeline events that record what Shopify was told about an undone order.
+CANCELLED_IN_SHOPIFY = "shopify_order_cancelled"
+REFUND_NOT_MIRRORED = "shopify_refund_not_mirrored"
 # Shopify's cancel reason for each of our statuses that undo a pushed order.
 CANCEL_REASONS = {orders.REFUNDED: "customer", orders.CANCELLED: "other"}
 
@@ -398,12 +401,12 @@ class OrderPusher:
         with transaction(self.engine) as session:
             order = orders.lock(session, order_id)
             shopify_id = order.shopify_order_id
-            if shopify_id is None or self._has_event(session, order_id, "shopify_order_cancelled"):
+            if shopify_id is None or orders.has_event(session, order_id, (CANCELLED_IN_SHOPIFY,)):
                 return
             if order.status == orders.PARTIALLY_REFUNDED:
                 noted = {"shopify_order_id": shopify_id, "refunded": order.refunded_minor}
-                if not self._has_event(session, order_id, "shopify_refund_not_mirrored", noted):
-                    orders.add_event(session, order_id, "shopify_refund_not_mirrored", noted)
+                if not orders.has_event(session, order_id, (REFUND_NOT_MIRRORED,), **noted):
+                    orders.add_event(session, order_id, REFUND_NOT_MIRRORED, noted)
                 return
             reason = CANCEL_REASONS.get(order.status)
             if reason is None:
@@ -414,26 +417,15 @@ class OrderPusher:
         levels = self.gateway.inventory_levels(items, self.locations)
         with transaction(self.engine) as session:
             orders.lock(session, order_id)
-            if self._has_event(session, order_id, "shopify_order_cancelled"):
+            if orders.has_event(session, order_id, (CANCELLED_IN_SHOPIFY,)):
                 return
             apply_levels(session, levels, self.locations)
             orders.add_event(
                 session,
                 order_id,
-                "shopify_order_cancelled",
+                CANCELLED_IN_SHOPIFY,
                 {"shopify_order_id": shopify_id, "reason": reason, "restock": True},
             )
-
-    @staticmethod
-    def _has_event(
-        session: Session, order_id: str, kind: str, data: dict[str, Any] | None = None
-    ) -> bool:
-        query = select(OrderEvent.id).where(
-            OrderEvent.order_id == order_id, OrderEvent.kind == kind
-        )
-        if data is not None:
-            query = query.where(OrderEvent.data.contains(data))
-        return session.scalar(query.limit(1)) is not None
 
 
 def register_handlers(handlers: Handlers) -> None:
