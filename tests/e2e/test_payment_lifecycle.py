@@ -133,7 +133,10 @@ def test_payment_after_expiry_without_stock_is_refunded(stack: Stack) -> None:
 
 def test_dispute_opened_then_won(stack: Stack) -> None:
     body, got, dispute_id = disputed_order(stack, skus_with_stock(stack)[5])
-    assert ledger_net(stack, body["order_id"], "expenses:disputes") == got["amount"]
+    # The money moves with its own event (`charge.dispute.funds_withdrawn`), maybe a bit later.
+    assert wait_for(
+        lambda: ledger_net(stack, body["order_id"], "expenses:disputes") == got["amount"]
+    )
     resolve_dispute(stack, dispute_id, "won")
     assert wait_for(lambda: order(stack, body["order_id"])["status"] == "paid")
     assert ledger_net(stack, body["order_id"], "expenses:disputes") == 0
@@ -146,7 +149,9 @@ def test_dispute_lost_stays_disputed(stack: Stack) -> None:
         lambda: any(e["kind"] == "dispute_lost" for e in order(stack, body["order_id"])["timeline"])
     )
     assert order(stack, body["order_id"])["status"] == "disputed"
-    assert ledger_net(stack, body["order_id"], "expenses:disputes") == got["amount"]
+    assert wait_for(
+        lambda: ledger_net(stack, body["order_id"], "expenses:disputes") == got["amount"]
+    )
 
 
 def test_admin_refunds_partial_then_rest_idempotently(stack: Stack) -> None:
