@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import anyio
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.orm import Session
 
 from checkout_api.checkouts import ERRORS, KeyHeader, order_out
@@ -19,7 +22,43 @@ from checkout_api.idempotent import require_key, to_response
 from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
 from core import audit, orders, refunds, relay
 from core.db import transaction
-from core.errors import NotFound, Unauthorized
+from core.errors import InvalidRequest, NotFound, Unauthorized
+
+# The longest reason an operator may give (it lands in the audit log).
+REASON_MAX_CHARS = 500
+
+
+class OutboxAction(msgspec.Struct):
+    """Why an operator acts on a dead letter (kept in the audit log)."""
+
+    reason: str | None = None
+
+
+class OutboxMessageOut(msgspec.Struct):
+    id: str
+    topic: str
+    ordering_key: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    dead_at: datetime | None
+    discarded_at: datetime | None
+
+
+class OutboxList(msgspec.Struct):
+    data: list[OutboxMessageOut]
+
+
+def _reason(action: OutboxAction | None, *, required: bool) -> str | None:
+    reason = ((action.reason if action else None) or "").strip()
+    if required and not reason:
+        raise InvalidRequest("a reason is required", param="reason")
+    if len(reason) > REASON_MAX_CHARS:
+        raise InvalidRequest(f"reason is longer than {REASON_MAX_CHARS} characters", param="reason")
+    return reason or None
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -80,15 +119,59 @@ class AdminController(Controller):
         )
         return to_response(outcome)
 
+    @get("/outbox", sync_to_thread=True, summary="List outbox messages (dead letters by default)")
+    def list_outbox(
+        self, ctx: Ctx, status: FromQuery[str] = "dead", limit: FromQuery[int] = 100
+    ) -> OutboxList:
+        with Session(ctx.engine) as session:
+            views = relay.list_messages(session, status, limit)
+        return OutboxList([OutboxMessageOut(**asdict(v)) for v in views])
+
     @post(
         "/outbox/{public_id:str}/retry",
         status_code=200,
         sync_to_thread=True,
         summary="Retry a dead-lettered outbox message",
     )
-    def retry_outbox(self, request: Request, public_id: FromPath[str], ctx: Ctx) -> dict[str, str]:
+    def retry_outbox(
+        self,
+        request: Request,
+        public_id: FromPath[str],
+        ctx: Ctx,
+        data: JSONBody[OutboxAction | None] = None,
+    ) -> dict[str, str]:
+        reason = _reason(data, required=False)
         with transaction(ctx.engine) as session:
             if not relay.retry_dead(session, public_id):
                 raise NotFound(f"no dead outbox message {public_id}", param="public_id")
-            audit.record(session, actor=actor(request), action="outbox.retry", subject=public_id)
+            audit.record(
+                session,
+                actor=actor(request),
+                action="outbox.retry",
+                subject=public_id,
+                data={"reason": reason} if reason else None,
+            )
         return {"id": public_id, "status": "pending"}
+
+    @post(
+        "/outbox/{public_id:str}/discard",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Discard a dead-lettered outbox message (a reason is required); it stops "
+        "blocking its key",
+    )
+    def discard_outbox(
+        self, request: Request, public_id: FromPath[str], ctx: Ctx, data: JSONBody[OutboxAction]
+    ) -> dict[str, str]:
+        reason = _reason(data, required=True)
+        with transaction(ctx.engine) as session:
+            if not relay.discard_dead(session, public_id):
+                raise NotFound(f"no dead outbox message {public_id}", param="public_id")
+            audit.record(
+                session,
+                actor=actor(request),
+                action="outbox.discard",
+                subject=public_id,
+                data={"reason": reason},
+            )
+        return {"id": public_id, "status": "discarded"}

@@ -1,76 +1,80 @@
 """The outbox relay: delivers outbox messages after commit, in per-key order, with retries.
 
-Transaction shape: one transaction per batch. It claims the batch (row locks, SKIP LOCKED),
-runs each message's handler while holding its lock, records the result, and commits.
- - Per-key order stays simple: a batch holds at most the *head* of each ordering key, and the
-   next message of that key only becomes a head once this commit marks its predecessor sent.
- - A relay that dies (killed, connection lost) releases its locks with its connection; nothing
-   was marked, so another relay delivers the same messages again.
- - The price is at-least-once: a handler may have run when the relay died before committing.
-   Handlers are idempotent (provider idempotency keys derived from the message), so that is fine.
- - A slow handler holds only its batch's rows: other relays skip them and carry on with other
-   keys. Keep batches small so that locks (and the transaction) stay short.
+No database transaction stays open while a handler calls Stripe or Shopify. One pass is:
+ 1. claim: one short transaction takes the due heads of their ordering keys (SKIP LOCKED),
+    gives them a lease (`locked_until`), and commits;
+ 2. per message: count the attempt (a one-statement transaction, committed before the call, so
+    a handler that kills the process still counts and a poison message reaches the dead letter
+    instead of looping), call the handler outside any transaction, then record the result
+    (sent / retry with backoff / dead) in another one-statement transaction.
+Each write after the claim is fenced on the lease: a relay that lost its lease (it was too slow
+and another relay took the message over) records nothing. A lease that runs out (relay killed)
+makes the message claimable again; if that attempt was the last allowed, the message is dead.
 
-Several relays may run at once; they never deliver the same message concurrently, and never
-deliver message n+1 of a key before n is acknowledged (committed as sent).
+ - Per-key order: a claim holds at most the *head* of each key, and a leased message is still
+   'pending', so the next message of its key becomes a head only once this one is recorded.
+ - At least once: a handler may have run when the relay died before recording the result.
+   Handlers are idempotent (provider idempotency keys derived from the message), so that is fine.
+
+`dotshop relay` runs `run_once` in a loop (core/worker.py) and idles on `LISTEN dotshop_outbox`
+(the outbox trigger notifies on every insert and status change) with polling as a fallback.
 """
 
 from __future__ import annotations
 
-import importlib
 import random
-import signal
 import threading
+import time
 import traceback
-from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
-from sqlalchemy import Engine, func, select, text, update
+import psycopg
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from core.errors import InvalidRequest
+from core.logs import get_logger
 from core.models import OutboxMessage
-from core.outbox import (
-    LAST_ERROR_MAX_CHARS,
-    Handlers,
-    Message,
-    PermanentError,
-    RetryPolicy,
-)
+from core.outbox import LAST_ERROR_MAX_CHARS, Handlers, Message, PermanentError, RetryPolicy
 
-log = structlog.get_logger("dotshop.relay")
+log = get_logger("dotshop.relay")
 
-# Messages claimed per transaction: big enough to amortise the claim query, small enough that a
-# batch's locks and transaction stay short (at most one message per ordering key anyway).
+# Messages claimed per pass: big enough to amortise the claim query, small enough that a pass
+# finishes well inside its lease (at most one message per ordering key anyway).
 BATCH_SIZE = 50
-# How long an idle relay sleeps before looking again: a fresh message waits at most this long.
-IDLE_SLEEP_SECONDS = 0.5
-
-# Modules that add handlers: each has `register_handlers(handlers: Handlers) -> None`. A module
-# that produces outbox messages adds itself here (e.g. "core.shopify_push").
-HANDLER_MODULES: tuple[str, ...] = ()
+# How long a claim is ours. Each provider call times out well within this (Stripe 10 s, Shopify
+# ~30 s), and a pass stops starting handlers at half-lease, so a live relay never loses a lease
+# it is using; a killed relay's messages wait at most this long before another relay takes them.
+LEASE_SECONDS = 120.0
+# The channel the outbox trigger notifies (migration 0002).
+NOTIFY_CHANNEL = "dotshop_outbox"
+# Sent messages removed per prune statement: keeps each delete (and its locks) short.
+PRUNE_BATCH = 1000
+# Statuses an operator can list.
+STATUSES = ("pending", "sent", "dead", "discarded")
 
 # -- claim_outbox_heads --
-# Due pending messages that are the head of their ordering key, oldest first, locked for this
-# relay. "Head" means nothing earlier in the same key is still pending (in flight, or waiting
-# for its retry) or dead (a dead message blocks its key until an operator retries it, so order
-# is never broken). Rows another relay has locked are skipped, so relays share the work; and
-# since a locked head is still 'pending', its successors are not heads either: no relay can
-# overtake a message in flight. The NOT EXISTS probe uses ix_outbox_pending
-# (ordering_key, id) WHERE status <> 'sent'.
+# Due pending messages that are the head of their ordering key and not leased by a live relay,
+# oldest first, locked until this transaction commits their lease. "Head" means nothing earlier
+# in the same key is pending (leased, or waiting for its retry) or dead (a dead message blocks
+# its key until an operator retries or discards it, so order is never broken). Rows another
+# relay is claiming right now are skipped, so relays share the work. The NOT EXISTS probe uses
+# ix_outbox_pending (ordering_key, id) WHERE status IN ('pending', 'dead').
 CLAIM_SQL = text(
     """
-    SELECT o.id, o.public_id, o.topic, o.ordering_key, o.payload, o.attempts
+    SELECT o.id, o.public_id, o.topic, o.ordering_key, o.payload, o.attempts, o.locked_until
       FROM outbox AS o
      WHERE o.status = 'pending'
        AND o.next_attempt_at <= :now
+       AND (o.locked_until IS NULL OR o.locked_until <= :now)
        AND NOT EXISTS (
              SELECT 1
                FROM outbox AS earlier
               WHERE earlier.ordering_key = o.ordering_key
                 AND earlier.id < o.id
-                AND earlier.status <> 'sent')
+                AND earlier.status IN ('pending', 'dead'))
      ORDER BY o.id
      LIMIT :batch
        FOR UPDATE OF o SKIP LOCKED
@@ -84,6 +88,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()[:LAST_ERROR_MAX_CHARS]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    message: Message
+    lease: datetime  # our `locked_until`: the fence of every later write
+
+
 def run_once(
     engine: Engine,
     handlers: Handlers,
@@ -92,40 +106,100 @@ def run_once(
     now: datetime | None = None,
     policy: RetryPolicy | None = None,
     rng: random.Random | None = None,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> int:
-    """Claim and deliver one batch; returns how many messages were handled (sent, failed or
-    dead-lettered). `now`, `policy` and `rng` are injectable for tests."""
+    """Claim and deliver one batch; returns how many messages were handled (sent, failed, or
+    dead-lettered). `now`, `policy`, `rng` and `lease_seconds` are injectable for tests."""
     now = now or _utcnow()
     policy = policy or RetryPolicy()
     rng = rng or random.Random()
-    with Session(engine) as session, session.begin():
-        rows = session.execute(CLAIM_SQL, {"now": now, "batch": batch}).all()
-        for row in rows:
-            message = Message(
+    started = time.monotonic()
+    claims, dead = _claim(engine, now, batch, policy, lease_seconds)
+    for i, claim in enumerate(claims):
+        if time.monotonic() - started > lease_seconds / 2:
+            # Leave the rest to the next pass rather than run a handler past our lease.
+            _release(engine, claims[i:])
+            return dead + i
+        _deliver(engine, claim, handlers, now, policy, rng)
+    return dead + len(claims)
+
+
+def _claim(
+    engine: Engine, now: datetime, batch: int, policy: RetryPolicy, lease_seconds: float
+) -> tuple[list[_Claim], int]:
+    """Lease the due heads; dead-letter those whose last allowed attempt never reported (the
+    relay died in the handler). Returns the leases and how many were dead-lettered."""
+    lease = now + timedelta(seconds=lease_seconds)
+    with engine.begin() as conn:
+        rows = conn.execute(CLAIM_SQL, {"now": now, "batch": batch}).all()
+        exhausted = [r for r in rows if r.attempts >= policy.max_attempts]
+        live = [r for r in rows if r.attempts < policy.max_attempts]
+        if live:
+            conn.execute(
+                update(_table)
+                .where(_table.c.id.in_([r.id for r in live]))
+                .values(locked_until=lease)
+            )
+        for row in exhausted:
+            error = f"attempt {row.attempts} never reported: the relay stopped in the handler"
+            _dead_letter(conn, row.id, row.attempts, now, error, row.public_id, row.topic)
+    for row in live:
+        if row.locked_until is not None:
+            log.warning(
+                "outbox.lease_expired",
+                outbox_id=row.public_id,
+                topic=row.topic,
+                attempts=row.attempts,
+            )
+    claims = [
+        _Claim(
+            Message(
                 id=row.id,
                 public_id=row.public_id,
                 topic=row.topic,
                 ordering_key=row.ordering_key,
                 payload=row.payload,
                 attempts=row.attempts,
-            )
-            session.execute(
-                update(_table)
-                .where(_table.c.id == message.id)
-                .values(**_deliver(message, handlers, now, policy, rng))
-            )
-    return len(rows)
+            ),
+            lease,
+        )
+        for row in live
+    ]
+    return claims, len(exhausted)
+
+
+def _fenced(claim: _Claim) -> Any:
+    """Only while the message is pending and still leased by us."""
+    return (
+        (_table.c.id == claim.message.id)
+        & (_table.c.status == "pending")
+        & (_table.c.locked_until == claim.lease)
+    )
+
+
+def _release(engine: Engine, claims: list[_Claim]) -> None:
+    with engine.begin() as conn:
+        for claim in claims:
+            conn.execute(update(_table).where(_fenced(claim)).values(locked_until=None))
 
 
 def _deliver(
-    message: Message,
+    engine: Engine,
+    claim: _Claim,
     handlers: Handlers,
     now: datetime,
     policy: RetryPolicy,
     rng: random.Random,
-) -> dict[str, Any]:
-    """Run the handler; return the row's new values."""
+) -> None:
+    message = claim.message
     attempts = message.attempts + 1
+    with engine.begin() as conn:
+        counted = conn.execute(
+            update(_table).where(_fenced(claim)).values(attempts=attempts)
+        ).rowcount
+    if not counted:
+        log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="before_handler")
+        return
     handler = handlers.get(message.topic)
     try:
         if handler is None:
@@ -133,31 +207,169 @@ def _deliver(
             raise LookupError(f"no outbox handler for topic {message.topic!r}")
         handler(message)
     except Exception as exc:
-        error = "".join(traceback.format_exception_only(exc)).strip()[:LAST_ERROR_MAX_CHARS]
-        fields = {
-            "outbox_id": message.public_id,
-            "topic": message.topic,
-            "ordering_key": message.ordering_key,
-            "attempts": attempts,
-            "error": error,
-        }
-        if isinstance(exc, PermanentError) or attempts >= policy.max_attempts:
-            # Alert-worthy: the key is blocked until an operator retries this message.
-            log.error(
-                "outbox.dead_lettered",
-                alert=True,
-                permanent=isinstance(exc, PermanentError),
-                **fields,
-            )
-            return {"status": "dead", "dead_at": now, "attempts": attempts, "last_error": error}
-        delay = policy.delay(message.attempts, rng)
-        log.warning("outbox.delivery_failed", retry_in_seconds=round(delay, 3), **fields)
-        return {
-            "attempts": attempts,
-            "last_error": error,
-            "next_attempt_at": now + timedelta(seconds=delay),
-        }
-    return {"status": "sent", "sent_at": now, "attempts": attempts}
+        values = _failure(message, attempts, exc, now, policy, rng)
+    else:
+        values = {"status": "sent", "sent_at": now}
+    with engine.begin() as conn:
+        recorded = conn.execute(
+            update(_table).where(_fenced(claim)).values(locked_until=None, **values)
+        ).rowcount
+    if not recorded:
+        # Another relay took the message over; it will record its own attempt.
+        log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="after_handler")
+
+
+def _failure(
+    message: Message,
+    attempts: int,
+    exc: Exception,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> dict[str, Any]:
+    error = _error_text(exc)
+    fields = {
+        "outbox_id": message.public_id,
+        "topic": message.topic,
+        "ordering_key": message.ordering_key,
+        "attempts": attempts,
+        "error": error,
+    }
+    if isinstance(exc, PermanentError) or attempts >= policy.max_attempts:
+        # Alert-worthy: the key is blocked until an operator retries or discards this message.
+        log.error(
+            "outbox.dead_lettered", alert=True, permanent=isinstance(exc, PermanentError), **fields
+        )
+        return {"status": "dead", "dead_at": now, "last_error": error}
+    delay = policy.delay(message.attempts, rng)
+    log.warning("outbox.delivery_failed", retry_in_seconds=round(delay, 3), **fields)
+    return {"last_error": error, "next_attempt_at": now + timedelta(seconds=delay)}
+
+
+def _dead_letter(
+    conn: Connection,
+    row_id: int,
+    attempts: int,
+    now: datetime,
+    error: str,
+    public_id: str,
+    topic: str,
+) -> None:
+    conn.execute(
+        update(_table)
+        .where(_table.c.id == row_id)
+        .values(status="dead", dead_at=now, locked_until=None, last_error=error)
+    )
+    log.error(
+        "outbox.dead_lettered",
+        alert=True,
+        permanent=False,
+        outbox_id=public_id,
+        topic=topic,
+        attempts=attempts,
+        error=error,
+    )
+
+
+# ------------------------------------------------------------------------------ waking up
+
+
+class Wakeup:
+    """Idle until the outbox changes: `LISTEN dotshop_outbox` on a connection of its own, with
+    polling as the fallback (a retry falling due, an expired lease, or the listening connection
+    being down all show up at the next poll at the latest)."""
+
+    # How often a wait looks at `stop`: a SIGTERM is honoured within this.
+    STOP_CHECK_SECONDS = 0.5
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def _listening(self) -> psycopg.Connection | None:
+        if self._conn is None:
+            try:
+                conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+            except Exception as exc:
+                log.warning("relay.listen_unavailable", error=_error_text(exc))
+                return None
+            self._conn = conn
+        return self._conn.connection.driver_connection  # type: ignore[return-value]
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Return once notified (True), or after `timeout` seconds or on `stop` (False)."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            driver = self._listening()
+            if driver is None:
+                stop.wait(left)
+                return False
+            try:
+                chunk = min(left, self.STOP_CHECK_SECONDS)
+                if list(driver.notifies(timeout=chunk, stop_after=1)):
+                    list(driver.notifies(timeout=0))  # a burst of notifications: one wake-up
+                    return True
+            except Exception as exc:
+                log.warning("relay.listen_lost", error=_error_text(exc))
+                self.close()
+        return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception as exc:  # the connection is gone already; nothing to give back
+                log.debug("relay.listen_close_failed", error=_error_text(exc))
+            self._conn = None
+
+
+# ------------------------------------------------------------------------------ operators
+
+
+@dataclass(frozen=True)
+class OutboxView:
+    """One message as an operator sees it."""
+
+    id: str
+    topic: str
+    ordering_key: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    dead_at: datetime | None
+    discarded_at: datetime | None
+
+
+def list_messages(session: Session, status: str = "dead", limit: int = 100) -> list[OutboxView]:
+    """Messages in `status`, oldest first (for dead letters: the ones blocking longest)."""
+    if status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit must be between 1 and 1000", param="limit")
+    rows = session.execute(
+        select(_table).where(_table.c.status == status).order_by(_table.c.id).limit(limit)
+    ).all()
+    return [
+        OutboxView(
+            id=r.public_id,
+            topic=r.topic,
+            ordering_key=r.ordering_key,
+            status=r.status,
+            attempts=r.attempts,
+            last_error=r.last_error,
+            created_at=r.created_at,
+            next_attempt_at=r.next_attempt_at,
+            sent_at=r.sent_at,
+            dead_at=r.dead_at,
+            discarded_at=r.discarded_at,
+        )
+        for r in rows
+    ]
 
 
 def retry_dead(session: Session, public_id: str) -> bool:
@@ -166,9 +378,43 @@ def retry_dead(session: Session, public_id: str) -> bool:
     result = session.execute(
         update(_table)
         .where(_table.c.public_id == public_id, _table.c.status == "dead")
-        .values(status="pending", attempts=0, next_attempt_at=func.now(), dead_at=None)
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=func.now(),
+            dead_at=None,
+            locked_until=None,
+        )
     )
     return result.rowcount == 1
+
+
+def discard_dead(session: Session, public_id: str) -> bool:
+    """Operator discard: a dead message is given up for good and no longer blocks its key (the
+    next message of the key is delivered). False when there is no such dead message."""
+    result = session.execute(
+        update(_table)
+        .where(_table.c.public_id == public_id, _table.c.status == "dead")
+        .values(status="discarded", discarded_at=func.now())
+    )
+    return result.rowcount == 1
+
+
+def prune_sent(engine: Engine, older_than: datetime) -> int:
+    """Delete messages delivered before `older_than`; returns how many (ix_outbox_sent_at)."""
+    doomed = (
+        select(_table.c.id)
+        .where(_table.c.status == "sent", _table.c.sent_at < older_than)
+        .limit(PRUNE_BATCH)
+        .scalar_subquery()
+    )
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            deleted = conn.execute(_table.delete().where(_table.c.id.in_(doomed))).rowcount
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total
 
 
 def depth(session: Session) -> dict[str, Any]:
@@ -185,67 +431,10 @@ def depth(session: Session) -> dict[str, Any]:
                 0,
             ).label("oldest"),
             func.count().filter(_table.c.status == "dead").label("dead"),
-        ).where(_table.c.status != "sent")
+        ).where(_table.c.status.in_(("pending", "dead")))
     ).one()
     return {
         "pending": int(row.pending),
         "oldest_pending_age_seconds": max(0.0, float(row.oldest)),
         "dead": int(row.dead),
     }
-
-
-def default_handlers(modules: Iterable[str] = HANDLER_MODULES) -> Handlers:
-    """The handlers a production relay runs: each module in HANDLER_MODULES registers its own."""
-    handlers = Handlers()
-    for name in modules:
-        importlib.import_module(name).register_handlers(handlers)
-    return handlers
-
-
-def run(
-    once: bool = False,
-    *,
-    engine: Engine | None = None,
-    handlers: Handlers | None = None,
-    batch: int = BATCH_SIZE,
-    idle_sleep: float = IDLE_SLEEP_SECONDS,
-    policy: RetryPolicy | None = None,
-    stop: threading.Event | None = None,
-) -> None:
-    """The relay process: deliver batches until stopped (SIGINT/SIGTERM finish the batch in
-    hand, then return). With `once`, deliver everything due now and return."""
-    if engine is None:
-        from core.db import database_url, engine_for
-
-        engine = engine_for(database_url())
-    handlers = default_handlers() if handlers is None else handlers
-    stop = stop or threading.Event()
-    previous = install_stop_signals(stop)
-    rng = random.Random()
-    log.info("relay.started", topics=sorted(handlers), once=once)
-    handled = 0
-    try:
-        while not stop.is_set():
-            count = run_once(engine, handlers, batch=batch, policy=policy, rng=rng)
-            handled += count
-            if count == 0:
-                if once:
-                    break
-                stop.wait(idle_sleep)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    log.info("relay.stopped", handled=handled)
-
-
-def install_stop_signals(stop: threading.Event) -> dict[int, Any]:
-    """SIGINT/SIGTERM set `stop` (the batch in hand still commits); returns the handlers they
-    replace, to restore afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}  # signals only reach the main thread; an embedding caller owns `stop`
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("relay.stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    return {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -1,19 +1,26 @@
 """The periodic housekeeping that keeps promises in time: expire stock holds (and cancel their
-PaymentIntents through the outbox), re-apply flagged webhook events, reap old idempotency keys.
+PaymentIntents through the outbox), re-apply flagged webhook events, reap old idempotency keys,
+prune delivered outbox messages.
 
 `run_once` does one pass and returns what it did; `dotshop relay` runs it every few seconds
-beside the relay loop."""
+beside the relay loop. Each step runs even when an earlier one failed (a bad flagged event must
+not stop holds from expiring); a pass with a failed step raises SweepIncomplete at its end, so
+the caller logs it and backs off.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
-from core import idempotency, inventory, orders, payments
+from core import idempotency, inventory, orders, payments, relay
 from core.db import transaction
+from core.errors import DotshopError
 from core.logs import get_logger
+from core.settings import get_settings
 
 log = get_logger("core.sweeper")
 
@@ -23,11 +30,18 @@ EXPIRY_BATCH = 100
 SWEEP_INTERVAL_SECONDS = 2.0
 
 
+class SweepIncomplete(DotshopError):
+    """One or more sweep steps failed (each is logged); the others ran."""
+
+    code = "sweep_incomplete"
+
+
 @dataclass(frozen=True)
 class SweepResult:
     expired_orders: int
     reapplied_events: int
     reaped_keys: int
+    pruned_messages: int
 
 
 def expire_holds(engine: Engine, now: datetime | None = None) -> int:
@@ -48,11 +62,35 @@ def expire_holds(engine: Engine, now: datetime | None = None) -> int:
             return total
 
 
-def run_once(engine: Engine, now: datetime | None = None) -> SweepResult:
-    expired = expire_holds(engine, now)
+def retry_flagged(engine: Engine) -> int:
     with transaction(engine) as session:
-        reapplied = payments.retry_flagged(session)
-    reaped = idempotency.reap_expired(engine, now)
-    if expired or reapplied or reaped:
-        log.info("sweep", expired_orders=expired, reapplied_events=reapplied, reaped_keys=reaped)
-    return SweepResult(expired, reapplied, reaped)
+        return payments.retry_flagged(session)
+
+
+def prune_outbox(engine: Engine, now: datetime | None = None) -> int:
+    """Delete outbox messages delivered more than `outbox_retention_hours` ago."""
+    now = now or datetime.now(UTC)
+    return relay.prune_sent(engine, now - timedelta(hours=get_settings().outbox_retention_hours))
+
+
+def run_once(engine: Engine, now: datetime | None = None) -> SweepResult:
+    steps: dict[str, Callable[[], int]] = {
+        "expired_orders": lambda: expire_holds(engine, now),
+        "reapplied_events": lambda: retry_flagged(engine),
+        "reaped_keys": lambda: idempotency.reap_expired(engine, now),
+        "pruned_messages": lambda: prune_outbox(engine, now),
+    }
+    done: dict[str, int] = {}
+    failed: list[str] = []
+    for name, step in steps.items():
+        try:
+            done[name] = step()
+        except Exception:
+            log.exception("sweep.step_failed", step=name)
+            done[name] = 0
+            failed.append(name)
+    if any(done.values()):
+        log.info("sweep", **done)
+    if failed:
+        raise SweepIncomplete(f"sweep steps failed: {', '.join(failed)}", steps=failed)
+    return SweepResult(**done)

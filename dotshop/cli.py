@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 checks_app = typer.Typer(help="Invariant checks (oversell, drift, unreconciled payments).")
 app.add_typer(checks_app, name="checks")
+outbox_app = typer.Typer(help="Outbox dead letters: list, retry, discard (audit-logged).")
+app.add_typer(outbox_app, name="outbox")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -65,12 +67,16 @@ def up(
     detach: Annotated[
         bool, typer.Option("--detach", help="Return once every part is healthy.")
     ] = False,
+    supervised: Annotated[
+        bool, typer.Option("--supervised", hidden=True, help="Run as the detached supervisor.")
+    ] = False,
 ) -> None:
-    """Run the whole stack on this machine with embedded defaults (Ctrl-C stops it)."""
+    """Run the whole stack on this machine with embedded defaults, restarting any part that
+    exits (Ctrl-C stops it)."""
     from dotshop import stack
 
     with _clear_errors():
-        stack.up(detach=detach)
+        stack.up(detach=detach, supervised=supervised)
 
 
 @app.command()
@@ -113,6 +119,71 @@ def sync(once: Annotated[bool, typer.Option("--once")] = False) -> None:
     logs.configure()
     with _clear_errors():
         run_sync(once=once)
+
+
+def _operator() -> str:
+    """Who acts, for the audit log: the operating-system user running the command."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _outbox_action(public_id: str, action: str, reason: str | None) -> None:
+    from core import audit, relay
+    from core.db import database_url, engine_for, transaction
+
+    reason = (reason or "").strip() or None
+    if action == "discard" and reason is None:
+        fail("--reason must say why the message is discarded")
+    act = relay.discard_dead if action == "discard" else relay.retry_dead
+    with _clear_errors(), transaction(engine_for(database_url())) as session:
+        if not act(session, public_id):
+            fail(f"no dead outbox message {public_id}")
+        audit.record(
+            session,
+            actor=_operator(),
+            action=f"outbox.{action}",
+            subject=public_id,
+            data={"reason": reason} if reason else None,
+        )
+    typer.echo(f"{public_id}: {'discarded' if action == 'discard' else 'pending again'}")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[str, typer.Option(help="pending, sent, dead or discarded.")] = "dead",
+    limit: Annotated[int, typer.Option(help="At most this many (1-1000).")] = 100,
+) -> None:
+    """List outbox messages, oldest first (dead letters by default)."""
+    from sqlalchemy.orm import Session
+
+    from core import relay
+    from core.db import database_url, engine_for
+
+    with _clear_errors(), Session(engine_for(database_url())) as session:
+        views = relay.list_messages(session, status, limit)
+    for v in views:
+        error = (v.last_error or "").splitlines()[0][:80] if v.last_error else ""
+        typer.echo(f"{v.id}  {v.topic}  {v.ordering_key}  attempts={v.attempts}  {error}")
+    typer.echo(f"{len(views)} {status} message(s)", err=True)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    public_id: str,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log).")] = None,
+) -> None:
+    """Put a dead letter back in the queue (attempts reset)."""
+    _outbox_action(public_id, "retry", reason)
+
+
+@outbox_app.command("discard")
+def outbox_discard(
+    public_id: str,
+    reason: Annotated[str, typer.Option(help="Why it is given up (kept in the audit log).")],
+) -> None:
+    """Give up a dead letter for good; it stops blocking its ordering key."""
+    _outbox_action(public_id, "discard", reason)
 
 
 @checks_app.command("run")

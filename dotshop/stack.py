@@ -1,14 +1,18 @@
 """`dotshop up` / `dotshop down`: the whole stack on one machine with embedded defaults.
 
-Every part is a child process running one `dotshop` subcommand, logging to `.dotshop/logs/`.
-`up` writes `.dotshop/stack.json` (CONTRACT.md), so any `dotshop` command run in this folder
-finds the stack. Secrets are generated once per folder and kept in `.dotshop/secrets.json`
-(mode 0600); they are never printed.
+Every part is a child process running one `dotshop` subcommand, logging to `.dotshop/logs/`
+(files 0600), watched by a supervisor (dotshop/supervisor.py) that restarts a part that exits.
+`up` writes `.dotshop/stack.json` (CONTRACT.md) once every part is healthy, so any `dotshop`
+command run in this folder finds the stack. Secrets are generated once per folder and kept in
+`.dotshop/secrets.json` (mode 0600); they are never printed.
+
+`up` supervises in the foreground (Ctrl-C stops everything, PostgreSQL included); `up --detach`
+starts the same supervisor as a detached process and returns once the stack is healthy; `down`
+stops the supervisor (which stops its parts), then PostgreSQL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -17,32 +21,31 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from core import embedded_pg
-from core.errors import DotshopError
 from core.settings import STACK_FILE, Settings, home_dir
 from core.shopify_gateway import API_VERSION as SHOPIFY_API_VERSION
+from dotshop.supervisor import (
+    HEALTH_TIMEOUT_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+    Child,
+    StackError,
+    Supervisor,
+    alive,
+    open_private_log,
+    stderr_and_file,
+    stop_pids,
+)
 
 API_PORTS = {"us": 8000, "eu": 8001}
 STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT = 12111, 12112, 8501
-# Cold start of every part (PostgreSQL, imports, catalog load) fits well inside this.
-HEALTH_TIMEOUT_SECONDS = 90
-# Children get this long to stop after SIGTERM before they are killed.
-STOP_TIMEOUT_SECONDS = 10
+# {"supervisor": pid, "children": {name: pid}}: what `down` stops.
 PIDS_FILE = "pids.json"
-
-
-@dataclass(frozen=True)
-class Child:
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    health_url: str | None
+SUPERVISOR_LOG = "supervisor.log"
+# A detached start waits this long for the whole stack: every part's cold start, in order.
+DETACHED_START_TIMEOUT_SECONDS = 4 * HEALTH_TIMEOUT_SECONDS
 
 
 def _secrets(home: Path) -> dict[str, str]:
@@ -58,8 +61,7 @@ def _secrets(home: Path) -> dict[str, str]:
         "console_user": "operator",
         "console_password": secrets.token_urlsafe(12),
     }
-    path.write_text(json.dumps(values))
-    path.chmod(0o600)
+    _private_file(path, json.dumps(values))
     return values
 
 
@@ -127,52 +129,6 @@ def _children(stack: dict[str, Any]) -> list[Child]:
     return children
 
 
-def _spawn(child: Child, logs: Path) -> subprocess.Popen:
-    log = open(logs / f"{child.name}.log", "ab")  # noqa: SIM115 - the child owns it
-    env = {**os.environ, **child.env, "DOTSHOP_HOME": str(home_dir())}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dotshop", *child.args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,  # Ctrl-C reaches us; we stop children in order
-    )
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, name: str, logs: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = (logs / f"{name}.log").read_text(errors="replace")[-2000:]
-            raise StackError(f"{name} exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise StackError(f"{name} did not become healthy at {url}")
-
-
-def _stop(procs: dict[str, int]) -> None:
-    for pid in reversed(list(procs.values())):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    for pid in procs.values():
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            time.sleep(0.1)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-
-
 def _load_catalog(stack: dict[str, Any]) -> None:
     """Fill the projection from the (sandbox) shop before the storefront opens."""
     from core import shopify_sync
@@ -189,90 +145,139 @@ def _load_catalog(stack: dict[str, Any]) -> None:
     )
 
 
-class StackError(DotshopError):
-    """The stack could not start."""
-
-    code = "stack_error"
-
-
 def _port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def up(*, detach: bool = False) -> None:
-    from core.migrate import upgrade
+def _private_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
-    home = home_dir()
-    if not (home / PIDS_FILE).exists():
-        busy = [p for p in (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT) if _port_in_use(p)]
-        if busy:
-            raise StackError(
-                f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use: is a stack from "
-                "another folder running? Stop it with `dotshop down` there."
-            )
-    logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+
+def _write_pids(home: Path, children: dict[str, int]) -> None:
+    _private_file(home / PIDS_FILE, json.dumps({"supervisor": os.getpid(), "children": children}))
+
+
+def _read_pids(home: Path) -> tuple[int | None, dict[str, int]]:
+    try:
+        state = json.loads((home / PIDS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None, {}
+    return state.get("supervisor"), state.get("children", {})
+
+
+def _prepare(home: Path) -> Path:
+    """Refuse ports taken by someone else, stop what a previous stack here left; the logs."""
     if (home / PIDS_FILE).exists():
         down(quiet=True)
+    busy = [p for p in (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT) if _port_in_use(p)]
+    if busy:
+        raise StackError(
+            f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use: is a stack from "
+            "another folder running? Stop it with `dotshop down` there."
+        )
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return logs
+
+
+def up(*, detach: bool = False, supervised: bool = False) -> None:
+    """Start the stack and supervise it here (`supervised`: as the detached supervisor), or
+    with `detach`, start the detached supervisor and return once the stack is healthy."""
+    home = home_dir()
+    logs = _prepare(home) if not supervised else home / "logs"
+    if detach:
+        _up_detached(home, logs)
+        return
+    from core.migrate import upgrade
+
     database_url = embedded_pg.ensure_running(home / "pg")
     upgrade(database_url)
     stack = stack_description(database_url, _secrets(home))
-    procs: dict[str, int] = {}
-    popens: dict[str, subprocess.Popen] = {}
+    say = stderr_and_file(logs / SUPERVISOR_LOG, to_stderr=not supervised)
+    supervisor = Supervisor(
+        _children(stack),
+        logs,
+        say=say,
+        on_change=lambda pids: _write_pids(home, pids),
+        env={"DOTSHOP_HOME": str(home)},
+    )
+    previous = {
+        signum: signal.signal(signum, lambda *_: supervisor.stopping.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        for child in _children(stack):
-            proc = _spawn(child, logs)
-            procs[child.name], popens[child.name] = proc.pid, proc
-            (home / PIDS_FILE).write_text(json.dumps(procs))
-            if child.health_url:
-                _wait_healthy(child.health_url, proc, child.name, logs)
-            if child.name == "sandbox":
-                _load_catalog(stack)
-    except BaseException:
-        _stop(procs)
+        supervisor.start(lambda child: _load_catalog(stack) if child.name == "sandbox" else None)
+        if supervisor.stopping.is_set():
+            return
+        _private_file(home / STACK_FILE, json.dumps(stack, indent=2))
+        say(f"up: {', '.join(f'{n} (pid {p})' for n, p in supervisor.pids().items())}")
+        if not supervised:
+            print(
+                f"dotshop is up: storefront {stack['api']['us']} (eu {stack['api']['eu']}), "
+                f"logs in {logs}"
+            )
+            print(f"stack description: {home / STACK_FILE}")
+            print("Ctrl-C stops everything.", flush=True)
+        supervisor.watch()
+        say("stopping")
+    finally:
+        supervisor.stop()
         (home / PIDS_FILE).unlink(missing_ok=True)
-        raise
-    (home / STACK_FILE).write_text(json.dumps(stack, indent=2))
-    (home / STACK_FILE).chmod(0o600)
+        (home / STACK_FILE).unlink(missing_ok=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if not supervised:
+            embedded_pg.stop(home / "pg")
+
+
+def _up_detached(home: Path, logs: Path) -> None:
+    (home / STACK_FILE).unlink(missing_ok=True)
+    with open_private_log(logs / SUPERVISOR_LOG) as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dotshop", "up", "--supervised"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "DOTSHOP_HOME": str(home)},
+            start_new_session=True,  # outlives this command and the terminal
+        )
+    deadline = time.monotonic() + DETACHED_START_TIMEOUT_SECONDS
+    while not (home / STACK_FILE).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                stop_pids([proc.pid])
+            tail = (logs / SUPERVISOR_LOG).read_text(errors="replace")[-2000:]
+            raise StackError(
+                f"the stack did not start; the end of {logs / SUPERVISOR_LOG}:\n{tail}"
+            )
+        time.sleep(0.2)
+    stack = json.loads((home / STACK_FILE).read_text())
     print(
         f"dotshop is up: storefront {stack['api']['us']} (eu {stack['api']['eu']}), logs in {logs}"
     )
-    print(f"stack description: {home / STACK_FILE}")
-    if detach:
-        return
-    print("Ctrl-C stops everything.")
-    stopping = False
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        while not stopping:
-            for name, proc in popens.items():
-                if proc.poll() is not None and name != "sync":
-                    print(
-                        f"{name} exited with {proc.returncode}; stopping the stack", file=sys.stderr
-                    )
-                    stopping = True
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        down()
+    print(f"stack description: {home / STACK_FILE}; `dotshop down` stops it")
 
 
 def down(*, quiet: bool = False) -> None:
     home = home_dir()
-    pids_path = home / PIDS_FILE
-    procs = json.loads(pids_path.read_text()) if pids_path.exists() else {}
-    _stop(procs)
-    pids_path.unlink(missing_ok=True)
+    supervisor, children = _read_pids(home)
+    if supervisor and alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)  # it stops its parts, last started first
+        deadline = time.monotonic() + 2 * STOP_TIMEOUT_SECONDS
+        while alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)
+    # Parts a dead supervisor could not stop.
+    stop_pids([pid for pid in children.values() if alive(pid)])
+    (home / PIDS_FILE).unlink(missing_ok=True)
     (home / STACK_FILE).unlink(missing_ok=True)
     stopped_pg = embedded_pg.stop(home / "pg")
     if not quiet:
         pg = ", PostgreSQL stopped" if stopped_pg else ""
-        print(f"dotshop is down ({len(procs)} processes stopped{pg})")
+        count = len(children) + (1 if supervisor else 0)
+        print(f"dotshop is down ({count} processes stopped{pg})")

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
-from core import relay
+from core import relay, worker
 from core.models import OutboxMessage
 from core.outbox import Handlers, Message, PermanentError, RetryPolicy, enqueue
 
@@ -242,7 +242,7 @@ def test_run_once_mode_drains_and_restores_signal_handlers(clean_engine: Engine)
     _enqueue(clean_engine, [(f"k{i % 3}", {"i": i}) for i in range(9)])
     handlers, seen = _recorder()
     before = signal.getsignal(signal.SIGTERM)
-    relay.run(once=True, engine=clean_engine, handlers=handlers, policy=FAST)
+    worker.run_relay(once=True, engine=clean_engine, handlers=handlers, jobs=(), policy=FAST)
     assert len(seen) == 9
     assert signal.getsignal(signal.SIGTERM) is before
 
@@ -251,20 +251,23 @@ def test_run_once_mode_drains_and_restores_signal_handlers(clean_engine: Engine)
 
 KILLABLE_RELAY = """
 import sys, time
-from pathlib import Path
 from core.db import make_engine
 from core.outbox import Handlers
-from core.relay import run
+from core.worker import run_relay
 
 def stuck(msg):
     with open(sys.argv[2], "a") as fh:
         fh.write(msg.public_id + "\\n")
-    time.sleep(3600)  # mid-batch, holding the batch's row locks
+    time.sleep(3600)  # mid-batch, holding the batch's leases
 
 handlers = Handlers()
 handlers.register("test", stuck)
-run(engine=make_engine(sys.argv[1], pool_size=1), handlers=handlers, batch=10)
+run_relay(
+    engine=make_engine(sys.argv[1]), handlers=handlers, jobs=(), lease_seconds=float(sys.argv[3])
+)
 """
+# Long enough that the stuck relay still holds its leases when we look, short for the test.
+KILLED_LEASE_SECONDS = 5
 
 
 def _wait_for(predicate, timeout: float = 30) -> None:
@@ -277,11 +280,13 @@ def _wait_for(predicate, timeout: float = 30) -> None:
 def test_killed_relay_leaves_its_messages_to_another(
     clean_engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """A killed relay's leases run out and another relay delivers its messages, in order; the
+    attempt that died counts."""
     items = [(f"order:{k}", {"seq": seq}) for seq in range(2) for k in range(5)]
     ids = _enqueue(clean_engine, items)
     marker = tmp_path / "delivering"
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE_RELAY, db_url, str(marker)],
+        [sys.executable, "-c", KILLABLE_RELAY, db_url, str(marker), str(KILLED_LEASE_SECONDS)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -289,7 +294,7 @@ def test_killed_relay_leaves_its_messages_to_another(
         _wait_for(lambda: marker.exists() and marker.read_text().strip())
         in_flight = marker.read_text().split()[0]
         assert in_flight in ids[:5]
-        # While it holds the heads, another relay can deliver nothing of those keys.
+        # While it holds the heads' leases, another relay can deliver nothing of those keys.
         handlers, seen = _recorder()
         assert relay.run_once(clean_engine, handlers) == 0
         proc.send_signal(signal.SIGKILL)
@@ -303,22 +308,29 @@ def test_killed_relay_leaves_its_messages_to_another(
         relay.run_once(clean_engine, handlers)
         return len(seen) == 10
 
-    _wait_for(drained, timeout=30)
+    _wait_for(drained, timeout=KILLED_LEASE_SECONDS + 30)
     assert sorted(m.public_id for m in seen) == sorted(ids)
     assert in_flight in [m.public_id for m in seen]  # redelivered
     for k in range(5):
         assert [m.payload["seq"] for m in seen if m.ordering_key == f"order:{k}"] == [0, 1]
     rows = _rows(clean_engine)
-    assert all(r.status == "sent" and r.attempts == 1 for r in rows.values())
+    assert all(r.status == "sent" and r.locked_until is None for r in rows.values())
+    assert {r.public_id: r.attempts for r in rows.values()} == {
+        i: 2 if i == in_flight else 1 for i in ids
+    }
 
 
 def test_relay_process_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: str) -> None:
-    """`run()` as a process: engine from DATABASE_URL, default handlers, and SIGTERM ends it
-    after the batch in hand (the `dotshop relay` command wraps this)."""
-    env = {**os.environ, "DATABASE_URL": db_url}
-    code = "from core.relay import run; run()"
+    """`dotshop relay` as a process: engine from DATABASE_URL, the production handlers, and
+    SIGTERM ends it after the pass in hand."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "STRIPE_API_KEY": "sk_test_x",
+        "SHOPIFY_ACCESS_TOKEN": "shpat_x",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, "-m", "dotshop", "relay"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -337,7 +349,7 @@ def test_relay_process_stops_cleanly_on_sigterm(clean_engine: Engine, db_url: st
             proc.kill()
             proc.wait()
     once = subprocess.run(
-        [sys.executable, "-c", "from core.relay import run; run(once=True)"],
+        [sys.executable, "-m", "dotshop", "relay", "--once"],
         env=env,
         capture_output=True,
         text=True,

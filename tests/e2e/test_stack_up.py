@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,10 +48,17 @@ def dotshop(folder: Path, *args: str, timeout: float = 180) -> subprocess.Comple
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
+def folder() -> Iterator[Path]:
     if any(port_open(p) for p in PORTS):
         pytest.fail(f"a default port {PORTS} is taken: stop the running stack first")
-    return tmp_path
+    # Not under tmp_path: pytest keeps /tmp/pytest-of-<user> at 0700 (and re-applies it when
+    # another session starts), which the embedded server's own user cannot traverse.
+    path = Path(tempfile.mkdtemp(prefix="dsup"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
@@ -95,12 +105,52 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
         # Any dotshop command in this folder finds the running stack.
         once = dotshop(folder, "relay", "--once", timeout=60)
         assert once.returncode == 0, once.stderr
+        supervised = _crashed_parts_come_back(folder, api)
     finally:
         stopped = dotshop(folder, "down")
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped" in stopped.stdout
     wait_for(lambda: not any(port_open(p) for p in PORTS), timeout=20)
     assert not (folder / ".dotshop" / "stack.json").exists()
+    # `down` leaves no process behind: not the supervisor, not any part, old or restarted.
+    wait_for(lambda: not any(_alive(pid) for pid in supervised), timeout=20)
+
+
+def _pids(folder: Path) -> dict:
+    return json.loads((folder / ".dotshop" / "pids.json").read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _crashed_parts_come_back(folder: Path, api: str) -> set[int]:
+    """A detached stack is supervised: a part killed from outside is restarted, healthy, and
+    the restart is logged. Returns every pid seen (for the `down` check)."""
+    before = _pids(folder)
+    seen = {before["supervisor"], *before["children"].values()}
+    assert _alive(before["supervisor"])
+    for name in ("api-us", "relay"):
+        old = _pids(folder)["children"][name]
+        os.killpg(old, signal.SIGKILL)
+        wait_for(lambda n=name, o=old: _pids(folder)["children"][n] != o, timeout=30)
+        new = _pids(folder)["children"][name]
+        seen.add(new)
+        assert _alive(new)
+    wait_for(lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, timeout=60)
+    logs = folder / ".dotshop" / "logs"
+    said = (logs / "supervisor.log").read_text()
+    assert "api-us exited with -9" in said and "relay restarted" in said, said
+    # Logs are private like stack.json.
+    modes = {p.name: p.stat().st_mode & 0o777 for p in logs.iterdir()}
+    assert set(modes.values()) == {0o600}, modes
+    assert (folder / ".dotshop" / "stack.json").stat().st_mode & 0o777 == 0o600
+    return seen
 
 
 def test_up_in_foreground_stops_everything_on_ctrl_c(folder: Path) -> None:
