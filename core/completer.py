@@ -31,14 +31,13 @@ lock, and every phase commits only while the key still carries that lock.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from core import checkout, idempotency
 from core.logs import get_logger
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from core.stripe_gateway import StripeGateway
 
 log = get_logger("core.completer")
@@ -88,10 +87,7 @@ def run_once(
     return done
 
 
-def run(engine: Engine, gateway: StripeGateway, settings: Settings, stop: threading.Event) -> None:
-    """Complete stranded keys every COMPLETER_INTERVAL_SECONDS until `stop` is set."""
-    while not stop.wait(COMPLETER_INTERVAL_SECONDS):
-        try:
-            run_once(engine, gateway, settings)
-        except Exception:  # keep going: one bad pass must not strand keys for good
-            log.exception("completer_pass_failed")
+def run_from_settings(engine: Engine) -> int:
+    """The relay process's periodic job: one pass with the process's settings and Stripe."""
+    settings = get_settings()
+    return run_once(engine, StripeGateway.from_settings(settings), settings)

@@ -1,6 +1,7 @@
 """The background processes and the loop they share.
 
-`dotshop relay`: the outbox relay plus the periodic jobs (the sweeper), in one process.
+`dotshop relay`: the outbox relay plus the periodic jobs (the sweeper, the completer), in one
+process.
 `dotshop sync`: keeps the projection in step with Shopify by a periodic full load (webhooks do
 the fast path; this catches anything a dropped webhook missed).
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core import relay, sweeper
+from core import completer, relay, sweeper
 from core.logs import get_logger
 from core.outbox import Handlers, RetryPolicy
 
@@ -52,6 +53,7 @@ class PeriodicJob:
 # The relay process's periodic jobs; add one here to run it in every relay process.
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("sweeper", sweeper.SWEEP_INTERVAL_SECONDS, sweeper.run_once),
+    PeriodicJob("completer", completer.COMPLETER_INTERVAL_SECONDS, completer.run_from_settings),
 )
 
 
@@ -206,7 +208,7 @@ def run_sync(*, once: bool = False) -> None:
     gateway = ShopifyGateway.from_settings(settings)
 
     def step() -> bool:
-        shopify_sync.load_catalog(engine, gateway, settings.shopify_location_id)
+        shopify_sync.load_catalog(engine, gateway, settings.selling_locations)
         return False
 
     if once:

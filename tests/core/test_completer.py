@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import tempfile
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import stripe
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from core import completer, idempotency, inventory, orders, relay, sweeper
@@ -37,7 +39,7 @@ from tests.core.test_checkout import (
     stock,
     stripe_intents,
 )
-from tests.processes import Process
+from tests.processes import Process, start_dotshop
 
 # The exit status of the API process we kill between its phases.
 KILLED = 137
@@ -330,3 +332,44 @@ def test_two_completers_complete_each_stranded_key_once(
         held = s.scalar(select(func.count()).where(Reservation.status == inventory.HELD))
     assert held == len(keys)
     assert stock(clean_engine, sku) == (6, 0, 14)
+
+
+def test_the_relay_process_runs_the_completer(
+    clean_engine: Engine, db_url: str, gateway: StripeGateway, settings: Settings, stripe_base: str
+) -> None:
+    """`dotshop relay` runs the completer beside the sweeper: a stranded key is finished by the
+    process itself, with nobody calling `run_once`."""
+    sku = seed_sku(clean_engine, available=2)
+    key = "completer-relay-process-0001"
+    with pytest.raises(Crashed):
+        checkout(clean_engine, CrashAfterStripe(gateway), settings, key, {sku: 1})
+    # Age the key past the lock timeout (the clock, not the code, is what we move).
+    with clean_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE idempotency_key SET last_run_at = last_run_at - interval '1 hour' "
+                "WHERE key = :key"
+            ),
+            {"key": key},
+        )
+    env = {
+        "DATABASE_URL": db_url,
+        "STRIPE_API_KEY": DEFAULT_STRIPE_API_KEY,
+        "STRIPE_API_BASE": stripe_base,
+        "DOTSHOP_STRIPE_TIMEOUT": "5",
+        # The relay's Shopify handler needs credentials to start; nothing here calls Shopify.
+        "SHOPIFY_ACCESS_TOKEN": "shpat_unused",
+    }
+    log_path = tempfile.mktemp(suffix="-relay.log")
+    relay_process = start_dotshop(["relay"], [], log_path, env=env)
+    try:
+        wait_until = datetime.now(UTC) + timedelta(seconds=60)
+        while key_row(clean_engine, key).recovery_point != idempotency.FINISHED:
+            assert relay_process.popen.poll() is None, relay_process.output()
+            assert datetime.now(UTC) < wait_until, relay_process.output()
+            time.sleep(0.2)
+    finally:
+        relay_process.stop()
+    row = key_row(clean_engine, key)
+    assert row.response_status == 201
+    assert "stranded_key_completed" in relay_process.output()
