@@ -39,32 +39,10 @@ from tests.core.test_checkout import (
     stock,
     stripe_intents,
 )
-from tests.processes import Process, start_dotshop
+from tests.processes import start_dotshop
 
 # The exit status of the API process we kill between its phases.
 KILLED = 137
-
-
-@pytest.fixture(scope="module")
-def stripe_base(sandbox: Process) -> str:
-    return sandbox.urls["stripe"]
-
-
-@pytest.fixture(scope="module")
-def settings(stripe_base: str) -> Settings:
-    return Settings(
-        region="us",
-        primary_region="us",
-        reservation_ttl=900,
-        stripe_api_key=DEFAULT_STRIPE_API_KEY,
-        stripe_api_base=stripe_base,
-        stripe_timeout=5,
-    )
-
-
-@pytest.fixture(scope="module")
-def gateway(stripe_base: str) -> StripeGateway:
-    return StripeGateway(DEFAULT_STRIPE_API_KEY, stripe_base, timeout=5, max_network_retries=0)
 
 
 @pytest.fixture
