@@ -129,6 +129,14 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _ready(url: str) -> bool:
+    """200 from a readiness probe; a part still starting refuses connections meanwhile."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _crashed_parts_come_back(folder: Path, api: str) -> set[int]:
     """A detached stack is supervised: a part killed from outside is restarted, healthy, and
     the restart is logged. Returns every pid seen (for the `down` check)."""
@@ -142,7 +150,7 @@ def _crashed_parts_come_back(folder: Path, api: str) -> set[int]:
         new = _pids(folder)["children"][name]
         seen.add(new)
         assert _alive(new)
-    wait_for(lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, timeout=60)
+    wait_for(lambda: _ready(f"{api}/readyz"), timeout=60)
     logs = folder / ".dotshop" / "logs"
     said = (logs / "supervisor.log").read_text()
     assert "api-us exited with -9" in said and "relay restarted" in said, said
