@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core.settings import Settings, get_settings, home_dir
 
@@ -64,10 +64,6 @@ def make_engine(
 def engine_for(url: str) -> Engine:
     """One engine (one pool) per URL per process."""
     return make_engine(url)
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

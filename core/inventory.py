@@ -399,11 +399,6 @@ def lock_stock(session: Session, skus: Iterable[str]) -> None:
     )
 
 
-def upsert_stock(session: Session, sku: str, shopify_available: int, updated_at: datetime) -> bool:
-    """One level for a SKU, written like `apply_shopify_level` (stale-safe, ties keep the lower)."""
-    return apply_shopify_level(session, sku, shopify_available, updated_at)
-
-
 # ------------------------------------------------------------------------------------- reads
 
 

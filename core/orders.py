@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, NotFound
+from core.errors import NotFound
 from core.models import Order, OrderEvent, OrderFlag, OrderLine
 
 AWAITING_PAYMENT = "awaiting_payment"
@@ -165,13 +165,6 @@ def view(session: Session, order_id: str) -> OrderView:
         lines=lines(session, order_id),
         timeline=[(e.created_at, e.kind, e.data) for e in events],
     )
-
-
-def require_status(order: Order, *allowed: str) -> None:
-    if order.status not in allowed:
-        raise Conflict(
-            f"order {order.id} is {order.status}", status=order.status, allowed=list(allowed)
-        )
 
 
 def settled_status(order: Order) -> str:

@@ -88,7 +88,7 @@ def seed_sku(
                 variants=[VariantData(sku, sku, 10_000 + n, 10_000 + n, prices)],
             ),
         )
-        inventory.upsert_stock(s, sku, available, T0)
+        inventory.apply_shopify_level(s, sku, available, T0)
     return sku
 
 

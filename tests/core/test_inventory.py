@@ -426,7 +426,7 @@ def test_the_catalog_loader_creates_stock_rows(clean_engine: Engine) -> None:
     seed_skus(clean_engine, {"A": 0})
     with clean_engine.begin() as conn:
         conn.execute(text("DELETE FROM stock"))
-    assert in_txn(clean_engine, lambda s: inventory.upsert_stock(s, "A", 9, T0))
+    assert in_txn(clean_engine, lambda s: inventory.apply_shopify_level(s, "A", 9, T0))
     assert counts(clean_engine, "A") == (9, 0, 0)
     assert in_txn(clean_engine, lambda s: inventory.stock_snapshot(s, "nope")) is None
 

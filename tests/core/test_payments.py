@@ -73,7 +73,7 @@ def seed_skus(engine: Engine, count: int, available: int) -> list[str]:
                     variants=[VariantData(sku, sku, n, n, {"usd": UNIT_PRICE})],
                 ),
             )
-            inventory.upsert_stock(s, sku, available, T0)
+            inventory.apply_shopify_level(s, sku, available, T0)
             skus.append(sku)
     return skus
 
