@@ -436,3 +436,74 @@ class AuditLog(Base):
     subject: Mapped[str]
     data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     at: Mapped[datetime] = _now()
+
+
+# ------------------------------------------------------------------------- invariant checks
+
+
+class CheckRun(Base):
+    """One run of the invariant checks: when, and how each check came out (counts per check, or
+    the error that stopped it). Kept so an operator can see that checks ran, not only what broke."""
+
+    __tablename__ = "check_run"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'ok', 'violations', 'error')", name="status"),
+        Index("ix_check_run_started_at", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # run_...
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(server_default="running")
+    # Per check: {"open": n, "opened": n, "resolved": n} or {"error": "..."}.
+    results: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class Violation(Base):
+    """A broken business invariant, from the first check run that saw it until one that no longer
+    does. At most one open row per fingerprint (check + subject): a condition that persists
+    updates `last_seen`; one that clears is resolved; one that comes back opens a new row."""
+
+    __tablename__ = "violation"
+    __table_args__ = (
+        CheckConstraint("char_length(check_name) <= 64", name="check_length"),
+        CheckConstraint("char_length(subject) <= 255", name="subject_length"),
+        CheckConstraint("currency IS NULL OR currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        Index(
+            "uq_violation_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+        Index(
+            "ix_violation_check_open", "check_name", postgresql_where=text("resolved_at IS NULL")
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # vio_...
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    check_name: Mapped[str]
+    subject: Mapped[str]  # the SKU, order, payment or message it is about
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)  # money at stake
+    currency: Mapped[str | None] = mapped_column(String(3))
+    evidence: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    first_seen: Mapped[datetime] = _now()
+    last_seen: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None]
+    first_run_id: Mapped[str] = mapped_column(ForeignKey("check_run.id"))
+    last_run_id: Mapped[str] = mapped_column(ForeignKey("check_run.id"))
+    # Alert bookkeeping: when a sink was last told (re-notified on a cadence), and when the
+    # resolution was sent.
+    notified_at: Mapped[datetime | None]
+    resolve_notified_at: Mapped[datetime | None]
+
+
+class SyncCursor(Base):
+    """Where an incremental pull from a provider got to (e.g. the newest Stripe event seen), so
+    the next pull continues there and never depends on webhooks having arrived."""
+
+    __tablename__ = "sync_cursor"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    updated_at: Mapped[datetime] = _now()

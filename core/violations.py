@@ -1,0 +1,155 @@
+"""Violations of the business invariants: what the checks found, stored so that on-call and
+finance can see it, deduplicated by fingerprint, resolved by themselves when the condition clears.
+
+A check is a function that returns `Finding`s: the conditions that hold *now* (past their grace
+period). `record_findings` reconciles them with the stored violations of that check in the
+caller's transaction: a new fingerprint opens a violation, a known one is seen again
+(`last_seen`, current amount and evidence), an open one no longer found is resolved. So the set
+of open violations of a check always equals what its last run found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from core.ids import new_id
+from core.models import CheckRun, Violation
+
+OPEN = "open"
+RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken invariant, as a check sees it now: which check, about what (a SKU, order,
+    payment id...), the money at stake (minor units, with its currency) and the evidence an
+    operator needs to act, without looking anything up."""
+
+    check: str
+    subject: str
+    amount_minor: int | None = None
+    currency: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.check, self.subject)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one check's findings did to the stored violations."""
+
+    opened: int
+    still_open: int
+    resolved: int
+
+    @property
+    def open(self) -> int:
+        return self.opened + self.still_open
+
+
+def fingerprint(check: str, subject: str) -> str:
+    """Stable identity of a violation: the same check about the same subject is the same
+    problem however often it is seen (and the same alert for Alertmanager)."""
+    return hashlib.sha256(f"{check}\n{subject}".encode()).hexdigest()
+
+
+def start_run(session: Session) -> str:
+    """A new check run (`run_...`), status `running`."""
+    run_id = new_id("run")
+    session.add(CheckRun(id=run_id, status="running", results={}))
+    session.flush()
+    return run_id
+
+
+def finish_run(session: Session, run_id: str, results: dict[str, Any]) -> str:
+    """Close the run with each check's result; its status is `error` when a check failed,
+    `violations` when any is open, else `ok`."""
+    failed = any("error" in r for r in results.values())
+    open_count = sum(r.get("open", 0) for r in results.values())
+    status = "error" if failed else ("violations" if open_count else "ok")
+    session.execute(
+        update(CheckRun)
+        .where(CheckRun.id == run_id)
+        .values(status=status, results=results, finished_at=func.now())
+    )
+    return status
+
+
+def record_findings(
+    session: Session, run_id: str, check: str, findings: Sequence[Finding], now: datetime
+) -> Recorded:
+    """Make the stored open violations of `check` equal to `findings` (see the module doc)."""
+    if any(f.check != check for f in findings):
+        raise ValueError(f"findings of another check passed as {check!r}")
+    by_print = {f.fingerprint: f for f in findings}
+    known = set(
+        session.scalars(
+            select(Violation.fingerprint)
+            .where(Violation.check_name == check, Violation.resolved_at.is_(None))
+            .with_for_update()
+        )
+    )
+    for fp, f in by_print.items():
+        values = {
+            "amount_minor": f.amount_minor,
+            "currency": f.currency,
+            "evidence": f.evidence,
+            "last_seen": now,
+            "last_run_id": run_id,
+        }
+        session.execute(
+            insert(Violation)
+            .values(
+                id=new_id("vio"),
+                fingerprint=fp,
+                check_name=check,
+                subject=f.subject,
+                first_seen=now,
+                first_run_id=run_id,
+                **values,
+            )
+            .on_conflict_do_update(
+                index_elements=[Violation.fingerprint],
+                index_where=Violation.resolved_at.is_(None),
+                set_=values,
+            )
+        )
+    gone = known - set(by_print)
+    if gone:
+        session.execute(
+            update(Violation)
+            .where(
+                Violation.check_name == check,
+                Violation.resolved_at.is_(None),
+                Violation.fingerprint.in_(gone),
+            )
+            .values(resolved_at=now, last_run_id=run_id)
+        )
+    opened = len(set(by_print) - known)
+    return Recorded(opened=opened, still_open=len(by_print) - opened, resolved=len(gone))
+
+
+def listing(
+    session: Session, *, status: str | None = None, checks: Iterable[str] | None = None
+) -> list[Violation]:
+    """Violations, newest first: `open`, `resolved` or both."""
+    query = select(Violation).order_by(Violation.first_seen.desc(), Violation.id)
+    if status == OPEN:
+        query = query.where(Violation.resolved_at.is_(None))
+    elif status == RESOLVED:
+        query = query.where(Violation.resolved_at.is_not(None))
+    elif status is not None:
+        raise ValueError(f"status is {OPEN!r} or {RESOLVED!r}, not {status!r}")
+    if checks is not None:
+        query = query.where(Violation.check_name.in_(list(checks)))
+    return list(session.scalars(query))
