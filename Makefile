@@ -3,15 +3,23 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: install up test lint format
+.PHONY: install system-deps up test lint format
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
 
+# What the tests need from Debian: a real Alertmanager for the alert tests. apt runs only when
+# it is missing (sudo when not root).
+system-deps:
+	@command -v prometheus-alertmanager >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager; }
+
 up: install
 	dotshop up
 
-test: install
+test: install system-deps
 	ruff check .
 	ruff format --check .
 	$(PYTHON) -m pytest -q

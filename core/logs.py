@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 # Keys whose values never reach a log line, whatever logs them.
-_SECRET_KEY = re.compile(
+SECRET_KEY_NAMES = re.compile(
     r"(secret|password|token|api_key|authorization|client_secret|signature|card)", re.I
 )
 REDACTED = "[redacted]"
@@ -19,7 +19,7 @@ REDACTED = "[redacted]"
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in list(event):
-        if _SECRET_KEY.search(key):
+        if SECRET_KEY_NAMES.search(key):
             event[key] = REDACTED
     return event
 
