@@ -300,7 +300,9 @@ def _book_refund(session: Session, order: Order, row: Refund) -> None:
 def _settle_refunds(session: Session, order: Order) -> None:
     """Order amounts and status follow the succeeded refunds; a change to an order that was
     paid is pushed to Shopify."""
-    refunded = refunds.confirmed(session, order.id)
+    # An overpaid (mismatched) payment refunded in full gives back more than the order's amount:
+    # the excess is the suspense account's business, the order counts at most its own amount.
+    refunded = min(refunds.confirmed(session, order.id), order.amount_minor)
     delta = refunded - order.refunded_minor
     if delta == 0:
         return

@@ -864,6 +864,21 @@ def test_a_failed_full_refund_whose_units_were_sold_meanwhile_is_flagged(
 # ------------------------------------------------------------------- (f) payment mismatch
 
 
+def test_an_overpaid_mismatched_payment_can_be_refunded_in_full(clean_engine: Engine) -> None:
+    """Stripe took more than the order's amount: refunding all of it empties the suspense
+    account; the order counts at most its own amount as refunded (its CHECK holds)."""
+    sale = place_order(clean_engine, seed_sku(clean_engine, QUANTITY))
+    received = AMOUNT + 500
+    paid = payment_intent(sale, "succeeded", amount=received, amount_received=received)
+    assert deliver(clean_engine, event("payment_intent.succeeded", paid)) == inbox.PROCESSED
+    back = event("refund.created", refund(sale, "re_over", received))
+    assert deliver(clean_engine, back) == inbox.PROCESSED
+    end = end_state(clean_engine, sale, [])
+    assert end["refunded"] == AMOUNT
+    assert end["ledger"].get(ledger.UNMATCHED_PAYMENTS, 0) == 0
+    assert end["ledger"].get(ledger.STRIPE_BALANCE, 0) == 0
+
+
 @pytest.mark.parametrize(
     ("amount", "currency"), [(AMOUNT - 500, "usd"), (AMOUNT, "eur")], ids=["amount", "currency"]
 )
