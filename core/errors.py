@@ -168,3 +168,10 @@ class DatabaseUnavailable(DotshopError):
 
     code = "database_unavailable"
     http_status = 503
+
+
+class AlertSinkUnavailable(DotshopError):
+    """An alert sink (Alertmanager or the alert webhook) did not accept the alerts."""
+
+    code = "alert_sink_unavailable"
+    http_status = 502

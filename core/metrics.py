@@ -45,3 +45,16 @@ OUTBOX_OLDEST_AGE = Gauge(
     "dotshop_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered outbox message."
 )
 OUTBOX_DEAD = Gauge("dotshop_outbox_dead", "Dead-lettered outbox messages.")
+VIOLATIONS_OPEN = Gauge(
+    "dotshop_violations_open", "Open business-invariant violations, per check.", ["check"]
+)
+VIOLATION_AMOUNT = Gauge(
+    "dotshop_violation_amount_minor",
+    "Money at stake in open violations (minor units), per check and currency.",
+    ["check", "currency"],
+)
+ALERT_NOTIFICATIONS = Counter(
+    "dotshop_alert_notifications_total",
+    "Alert notifications (firing, re-sent or resolved) per sink and outcome (sent, failed).",
+    ["sink", "outcome"],
+)

@@ -507,3 +507,56 @@ class SyncCursor(Base):
     name: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     updated_at: Mapped[datetime] = _now()
+
+
+# ------------------------------------------------------------------ Stripe staging (reconcile)
+# What reconciliation needs from Stripe's objects, pulled from /v1/events and the list endpoints
+# (core.reconcile), so that matching with our tables is set-based SQL. Upserted by Stripe's id;
+# `seen_at` is Stripe's time of the snapshot, so an older event never overwrites a newer state.
+# Regular (logged) tables: the pull cursor in sync_cursor assumes these rows survive a crash.
+
+
+class StripePayment(Base):
+    """A Stripe PaymentIntent as last seen: its order (our metadata) and the money it took."""
+
+    __tablename__ = "stripe_payment"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # pi_...
+    order_id: Mapped[str | None] = mapped_column(index=True)  # metadata.order_id
+    amount: Mapped[int] = mapped_column(BigInteger)
+    amount_received: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str]
+    latest_charge: Mapped[str | None]
+    created: Mapped[datetime]
+    seen_at: Mapped[datetime]
+
+
+class StripeRefund(Base):
+    """A Stripe refund as last seen (ours or one made in the Dashboard)."""
+
+    __tablename__ = "stripe_refund"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # re_...
+    payment_intent_id: Mapped[str | None] = mapped_column(index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str]
+    created: Mapped[datetime]
+    seen_at: Mapped[datetime]
+
+
+class StripeDispute(Base):
+    """A Stripe dispute as last seen; `withdrawn` is what its balance transactions took out of
+    our balance net of reinstatements (0 for an inquiry, or a dispute won)."""
+
+    __tablename__ = "stripe_dispute"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # dp_...
+    payment_intent_id: Mapped[str | None] = mapped_column(index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    withdrawn: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str]
+    created: Mapped[datetime]
+    seen_at: Mapped[datetime]

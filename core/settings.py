@@ -134,6 +134,23 @@ class Settings(BaseSettings):
     # Delivered outbox messages are kept this long for inspection, then pruned (hours).
     outbox_retention_hours: int = Field(default=7 * 24, ge=1)
 
+    # Business alerts (checks.alerts). Each sink is off while its URL is unset; the log always
+    # gets them. The webhook URL is a secret: hooks often carry their token in the URL.
+    alertmanager_url: str | None = None  # e.g. http://alertmanager:9093
+    alert_webhook_url: SecretStr | None = None
+    # An open violation is sent again this often (seconds): Alertmanager resolves an alert that
+    # is not re-sent, and a webhook consumer sees that it still holds.
+    alert_renotify_seconds: int = Field(default=3600, ge=1)
+    # How long one sink may take to accept a batch (seconds).
+    alert_timeout: float = Field(default=5.0, gt=0)
+    # Prefix of runbook links in alerts, e.g. https://github.com/acme/dotshop/blob/main/ ;
+    # empty leaves them relative to the repository root.
+    runbook_base_url: str = ""
+
+    # How far back the first reconciliation pull (or one whose event cursor Stripe no longer
+    # has) lists Stripe's objects, in days: Stripe keeps events listable for 30 days.
+    reconcile_backfill_days: int = Field(default=30, ge=1)
+
     log_level: str = "INFO"
 
     @field_validator("region", "primary_region")

@@ -175,6 +175,13 @@ class StripeGateway:
         refund = self._call(self.client.v1.refunds.create, params, f"dotshop-refund-{refund_key}")
         return refund.to_dict()
 
+    def list_page(self, resource: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a list endpoint (`events`, `payment_intents`, `refunds`, `disputes`,
+        `charges`), newest first as Stripe lists: the objects as plain dicts, and whether more
+        follow in the direction asked (`starting_after` pages back, `ending_before` forward)."""
+        page = self._call(getattr(self.client.v1, resource).list, params)
+        return [o.to_dict() for o in page.data], bool(page.has_more)
+
 
 def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
     """The event, if the Stripe-Signature header verifies (and is fresh); else InvalidSignature."""

@@ -17,7 +17,49 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _stripe_staging_tables() -> None:
+    """Stripe staging for reconciliation (see core.models: StripePayment, StripeRefund,
+    StripeDispute)."""
+
+    def stamps() -> list[sa.Column]:
+        return [
+            sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        ]
+
+    op.create_table(
+        "stripe_payment",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("order_id", sa.Text(), nullable=True),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("amount_received", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column("latest_charge", sa.Text(), nullable=True),
+        *stamps(),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_stripe_payment")),
+    )
+    op.create_index("ix_stripe_payment_order_id", "stripe_payment", ["order_id"])
+    for table, extra in (
+        ("stripe_refund", []),
+        ("stripe_dispute", [sa.Column("withdrawn", sa.BigInteger(), nullable=False)]),
+    ):
+        op.create_table(
+            table,
+            sa.Column("id", sa.Text(), nullable=False),
+            sa.Column("payment_intent_id", sa.Text(), nullable=True),
+            sa.Column("amount", sa.BigInteger(), nullable=False),
+            *extra,
+            sa.Column("currency", sa.String(length=3), nullable=False),
+            sa.Column("status", sa.Text(), nullable=False),
+            *stamps(),
+            sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
+        )
+        op.create_index(f"ix_{table}_payment_intent_id", table, ["payment_intent_id"])
+
+
 def upgrade() -> None:
+    _stripe_staging_tables()
     op.create_table(
         "check_run",
         sa.Column("id", sa.Text(), nullable=False),
@@ -116,6 +158,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table in ("stripe_dispute", "stripe_refund", "stripe_payment"):
+        op.drop_table(table)
     op.drop_index(
         "uq_violation_open_fingerprint",
         table_name="violation",
