@@ -20,9 +20,11 @@ from checkout_api.checkouts import ERRORS, KeyHeader, order_out
 from checkout_api.deps import Ctx
 from checkout_api.idempotent import require_key, to_response
 from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
-from core import audit, orders, refunds, relay
+from checks.runner import RunResult, run_checks
+from core import audit, orders, refunds, relay, violations
 from core.db import transaction
 from core.errors import InvalidRequest, NotFound, Unauthorized
+from core.models import Violation
 
 # The longest reason an operator may give (it lands in the audit log).
 REASON_MAX_CHARS = 500
@@ -50,6 +52,58 @@ class OutboxMessageOut(msgspec.Struct):
 
 class OutboxList(msgspec.Struct):
     data: list[OutboxMessageOut]
+
+
+class ViolationOut(msgspec.Struct):
+    """A broken business invariant: which check, about what, the money at stake (minor units of
+    `currency`; null when the check cannot price it) and what the check saw."""
+
+    id: str
+    check: str
+    subject: str
+    amount: int | None
+    currency: str | None
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+    evidence: dict[str, Any]
+
+
+class ViolationList(msgspec.Struct):
+    data: list[ViolationOut]
+
+
+class CheckRunOut(msgspec.Struct):
+    """One run of the checks: `status` ok, violations or error; per check its counts
+    (`open`, `opened`, `resolved`) or the `error` that stopped it; its open violations."""
+
+    id: str
+    status: str
+    results: dict[str, dict[str, Any]]
+    violations: list[ViolationOut]
+
+
+def violation_out(v: Violation) -> ViolationOut:
+    return ViolationOut(
+        id=v.id,
+        check=v.check_name,
+        subject=v.subject,
+        amount=v.amount_minor,
+        currency=v.currency,
+        first_seen=v.first_seen,
+        last_seen=v.last_seen,
+        resolved_at=v.resolved_at,
+        evidence=v.evidence,
+    )
+
+
+def run_out(run: RunResult) -> CheckRunOut:
+    return CheckRunOut(
+        id=run.run_id,
+        status=run.status,
+        results=run.results,
+        violations=[violation_out(v) for v in run.violations],
+    )
 
 
 def _reason(action: OutboxAction | None, *, required: bool) -> str | None:
@@ -175,3 +229,30 @@ class AdminController(Controller):
                 data={"reason": reason},
             )
         return {"id": public_id, "status": "discarded"}
+
+    @post(
+        "/checks/run",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Run every invariant check now; returns the run with its open violations",
+        responses={401: ResponseSpec(ErrorBody, description="unauthorized")},
+    )
+    def run_checks_now(self, ctx: Ctx) -> CheckRunOut:
+        return run_out(run_checks(ctx.engine, ctx.settings))
+
+    @get(
+        "/violations",
+        sync_to_thread=True,
+        summary="List violations, newest first: open, resolved, or both when status is omitted",
+        responses={
+            422: ResponseSpec(ErrorBody, description="unknown status"),
+            401: ResponseSpec(ErrorBody, description="unauthorized"),
+        },
+    )
+    def list_violations(self, ctx: Ctx, status: FromQuery[str | None] = None) -> ViolationList:
+        if status not in (None, violations.OPEN, violations.RESOLVED):
+            raise InvalidRequest("status is open or resolved", param="status")
+        with Session(ctx.engine) as session:
+            return ViolationList(
+                [violation_out(v) for v in violations.listing(session, status=status)]
+            )

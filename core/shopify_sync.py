@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from core import catalog, inbox, inventory, orders
 from core.db import transaction
 from core.logs import get_logger
-from core.models import InventoryLevel, Order, OrderEvent, OrderLine, Variant
+from core.models import InventoryLevel, Order, OrderEvent, OrderLine, SyncCursor, Variant
 from core.outbox import Handlers, Message
 from core.payments import PUSH_ORDER_TO_SHOPIFY
 from core.settings import get_settings
@@ -38,6 +38,8 @@ SYNC_BATCH_SKUS = 10
 # A level read this long after its updated_at second ended (by our clock) is the last value of
 # that second: far more than two NTP-kept clocks drift apart, well under the sync interval.
 SETTLE_AFTER_SECONDS = 30
+# The sync_cursor row a finished full load stamps: how far behind Shopify we may be (sync_lag).
+FULL_SYNC_CURSOR = "shopify_full_sync"
 
 
 def parse_time(value: str) -> datetime:
@@ -200,6 +202,17 @@ def apply_level(
     return apply_levels(session, [level], _selling(locations)) > 0
 
 
+def stamp_cursor(session: Session, name: str, value: dict[str, Any]) -> None:
+    """Record that a pull from a provider finished now (`sync_cursor`)."""
+    session.execute(
+        insert(SyncCursor)
+        .values(name=name, value=value)
+        .on_conflict_do_update(
+            index_elements=[SyncCursor.name], set_={"value": value, "updated_at": func.now()}
+        )
+    )
+
+
 def load_catalog(
     engine: Engine, gateway: ShopifyGateway, locations: int | Sequence[int] | None = None
 ) -> int:
@@ -227,6 +240,8 @@ def load_catalog(
         with transaction(engine) as session:
             batch = skus[start : start + SYNC_BATCH_SKUS]
             apply_levels(session, [level for sku in batch for level in by_sku[sku]], selling)
+    with transaction(engine) as session:
+        stamp_cursor(session, FULL_SYNC_CURSOR, {"products": count, "levels": len(levels)})
     log.info("catalog_loaded", products=count, levels=len(levels))
     return count
 

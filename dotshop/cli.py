@@ -187,9 +187,41 @@ def outbox_discard(
 
 
 @checks_app.command("run")
-def checks_run(once: Annotated[bool, typer.Option("--once")] = False) -> None:
-    """Run the invariant checks (on a schedule, or once)."""
-    not_built("dotshop checks run")
+def checks_run(
+    once: Annotated[
+        bool, typer.Option("--once", help="One run of the checks, then exit (see below).")
+    ] = False,
+    check: Annotated[
+        list[str] | None, typer.Option("--check", help="Only this check (repeatable).")
+    ] = None,
+) -> None:
+    """Run the invariant checks: each on its own interval until Ctrl-C, or with --once a single
+    run that prints the open violations (check, subject, money, since) and exits 0 when none is
+    open, 1 when one is open or a check could not run, 2 on bad usage."""
+    from checks import runner, scheduler
+    from core import logs
+    from core.db import database_url, engine_for
+    from core.settings import get_settings
+
+    logs.configure()
+    with _clear_errors():
+        settings = get_settings()
+        engine = engine_for(database_url(settings))
+        if not once:
+            if check:
+                fail("--check needs --once (the scheduler runs every check)")
+            scheduler.run(engine, settings)
+            return
+        run = runner.run_checks(engine, settings, names=check)
+    for v in run.violations:
+        money = f"{v.amount_minor} {v.currency}" if v.amount_minor is not None else "-"
+        typer.echo(f"{v.check_name}  {v.subject}  {money}  since {v.first_seen.isoformat()}")
+    failed = {name: r["error"] for name, r in run.results.items() if "error" in r}
+    for name, error in failed.items():
+        typer.echo(f"{name}: could not run: {error}", err=True)
+    typer.echo(f"run {run.run_id}: {run.status}, {len(run.violations)} open violation(s)", err=True)
+    if run.violations or failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -265,10 +297,38 @@ def _parse_faults(pairs: list[str]) -> dict[str, object]:
     return faults
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench() -> None:
-    """Benchmarks that print ratios against a baseline run in the same process."""
-    not_built("dotshop bench")
+reconcile_bench_app = typer.Typer(add_completion=False)
+
+
+@reconcile_bench_app.command()
+def bench_reconcile(
+    payments: Annotated[
+        int, typer.Option("--payments", min=1, help="How many synthetic payments to match.")
+    ] = 20_000,
+) -> None:
+    """Set-based payment matching on N synthetic payments in a scratch database (created on
+    DATABASE_URL's server or the embedded one, dropped afterwards), against a plain COPY of the
+    same rows; exits 1 unless every seeded mismatch was found."""
+    from core.reconcile_bench import main
+
+    with _clear_errors():
+        code = main(payments)
+    raise typer.Exit(code)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,  # `dotshop bench reconcile --help` is the benchmark's own help
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks that print ratios against a baseline run in the same process:
+    `dotshop bench reconcile [--payments N]`."""
+    if ctx.args[:1] in ([], ["--help"]):
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+    if ctx.args[:1] != ["reconcile"]:
+        not_built(" ".join(["dotshop bench", *ctx.args[:1]]))
+    typer.main.get_command(reconcile_bench_app)(ctx.args[1:], prog_name="dotshop bench reconcile")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -126,6 +126,7 @@ def _children(stack: dict[str, Any]) -> list[Child]:
             )
         )
     children.append(Child("relay", ["relay"], base_env, None))
+    children.append(Child("checks", ["checks", "run"], base_env, None))
     return children
 
 

@@ -48,7 +48,7 @@ def test_help_lists_every_contract_command() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("checks", "run", "--once"), ("console",), ("bench", "checkout"), ("drill", "failover")],
+    [("console",), ("bench", "checkout"), ("drill", "failover")],
 )
 def test_parts_not_built_yet_say_so_and_exit_2(args: tuple[str, ...]) -> None:
     out = dotshop(*args)
