@@ -25,9 +25,10 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core import cursors
 from core.db import transaction
 from core.errors import PaymentProviderError
-from core.models import StripeDispute, StripePayment, StripeRefund, SyncCursor
+from core.models import StripeDispute, StripePayment, StripeRefund
 from core.stripe_gateway import StripeGateway
 
 EVENTS_CURSOR = "stripe_events"
@@ -157,19 +158,9 @@ def upsert(
     return len(rows)
 
 
-def _save_cursor(session: Session, value: dict[str, Any], now: datetime) -> None:
-    stmt = insert(SyncCursor).values(name=EVENTS_CURSOR, value=value, updated_at=now)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[SyncCursor.name], set_={"value": value, "updated_at": now}
-        )
-    )
-
-
 def load_cursor(engine: Engine) -> dict[str, Any]:
     with Session(engine) as session:
-        row = session.get(SyncCursor, EVENTS_CURSOR)
-        return dict(row.value) if row is not None else {}
+        return cursors.load(session, EVENTS_CURSOR)
 
 
 def _cursor_lost(exc: PaymentProviderError) -> bool:
@@ -216,7 +207,7 @@ def _follow_events(
         with transaction(engine) as session:
             for resource, objects in by_resource.items():
                 upsert(session, resource, objects)
-            _save_cursor(session, cursor, now)
+            cursors.save(session, EVENTS_CURSOR, cursor, now)
         applied += len(page)
     return PullResult(
         applied, 0, cursor["event_id"], datetime.fromisoformat(cursor["covered_since"])
@@ -247,5 +238,5 @@ def _repair(
         "covered_since": covered.isoformat(),
     }
     with transaction(engine) as session:
-        _save_cursor(session, cursor, now)
+        cursors.save(session, EVENTS_CURSOR, cursor, now)
     return PullResult(0, listed, cursor["event_id"], covered)

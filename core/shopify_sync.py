@@ -21,10 +21,10 @@ from sqlalchemy import BigInteger, Engine, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core import catalog, inbox, inventory, orders
+from core import catalog, cursors, inbox, inventory, orders
 from core.db import transaction
 from core.logs import get_logger
-from core.models import InventoryLevel, Order, OrderEvent, OrderLine, SyncCursor, Variant
+from core.models import InventoryLevel, Order, OrderEvent, OrderLine, Variant
 from core.outbox import Handlers, Message
 from core.payments import PUSH_ORDER_TO_SHOPIFY
 from core.settings import get_settings
@@ -202,17 +202,6 @@ def apply_level(
     return apply_levels(session, [level], _selling(locations)) > 0
 
 
-def stamp_cursor(session: Session, name: str, value: dict[str, Any]) -> None:
-    """Record that a pull from a provider finished now (`sync_cursor`)."""
-    session.execute(
-        insert(SyncCursor)
-        .values(name=name, value=value)
-        .on_conflict_do_update(
-            index_elements=[SyncCursor.name], set_={"value": value, "updated_at": func.now()}
-        )
-    )
-
-
 def load_catalog(
     engine: Engine, gateway: ShopifyGateway, locations: int | Sequence[int] | None = None
 ) -> int:
@@ -241,7 +230,7 @@ def load_catalog(
             batch = skus[start : start + SYNC_BATCH_SKUS]
             apply_levels(session, [level for sku in batch for level in by_sku[sku]], selling)
     with transaction(engine) as session:
-        stamp_cursor(session, FULL_SYNC_CURSOR, {"products": count, "levels": len(levels)})
+        cursors.save(session, FULL_SYNC_CURSOR, {"products": count, "levels": len(levels)})
     log.info("catalog_loaded", products=count, levels=len(levels))
     return count
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from core import reconcile
+from core import cursors, reconcile
 from core.db import transaction
 from core.models import StripePayment, StripeRefund
 from core.reconcile_match import unreconciled
@@ -99,8 +99,9 @@ def test_a_cursor_stripe_no_longer_has_is_repaired_by_listing_objects(
     reconcile.pull(staging, gateway, NOW)
     covered = reconcile.load_cursor(staging)["covered_since"]
     with transaction(staging) as session:
-        reconcile._save_cursor(
+        cursors.save(
             session,
+            reconcile.EVENTS_CURSOR,
             {
                 "event_id": "evt_expired",
                 "event_created": int(NOW.timestamp()),
