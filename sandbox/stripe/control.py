@@ -8,7 +8,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sandbox.stripe import disputes, payments, refunds
+from sandbox.stripe import balance, disputes, payments, payouts, refunds
 from sandbox.stripe.account import Account
 from sandbox.stripe.errors import ApiError
 from sandbox.stripe.state import render
@@ -80,7 +80,10 @@ async def _dispatch(acct: Account, method: str, path: str, body: dict[str, Any])
         if not isinstance(seconds, int | float) or seconds < 0:
             raise ApiError.invalid("seconds must be a number >= 0", param="seconds")
         acct.clock.advance(seconds)
+        balance.settle(acct.store, acct.clock)
         return {"now": acct.clock.now()}
+    if (method, tail) == ("POST", "/payouts/run"):
+        return {"payouts": [render(p) for p in payouts.run_automatic(acct)]}
     if method == "POST" and (m := re.fullmatch(r"/events/([^/]+)/resend", tail)):
         queued = acct.events.resend(m[1], body.get("endpoint"))
         return {"event": m[1], "queued": queued}

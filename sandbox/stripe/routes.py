@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from sandbox.stripe import disputes, payments, refunds
+from sandbox.stripe import balance, disputes, payments, payouts, refunds
 from sandbox.stripe.account import Account
 from sandbox.stripe.errors import ApiError
 from sandbox.stripe.events import event_types_filter
@@ -230,27 +230,63 @@ def close_dispute(call: Call) -> dict[str, Any]:
 
 @route("GET", "/v1/balance_transactions")
 def list_balance_transactions(call: Call) -> dict[str, Any]:
+    balance.settle(call.acct.store, call.acct.clock)
     filters = {"source": "source", "type": "type", "currency": "currency"}
-    return _list(call, "balance_transactions", "/v1/balance_transactions", filters)
+    payout_id = get_str(call.params, "payout")
+    if payout_id is not None:
+        with call.acct.store.lock:
+            payout = call.acct.store.get("payouts", payout_id, param="payout")
+        if not payout["automatic"]:
+            raise ApiError.invalid(
+                "Balance transaction history can only be filtered on automatic payouts, not "
+                "manual ones.",
+                param="payout",
+            )
+    return _list(
+        call,
+        "balance_transactions",
+        "/v1/balance_transactions",
+        filters,
+        extra=None if payout_id is None else lambda t: t["_payout"] == payout_id,
+        extra_params={"payout"},
+    )
 
 
 @route("GET", "/v1/balance_transactions/{id}")
 def retrieve_balance_transaction(call: Call) -> dict[str, Any]:
+    balance.settle(call.acct.store, call.acct.clock)
     return _retrieve(call, "balance_transactions")
 
 
 @route("GET", "/v1/balance")
 def retrieve_balance(call: Call) -> dict[str, Any]:
     check_known(call.params, {"expand"})
-    totals: dict[str, int] = {}
-    for txn in call.acct.store.newest_first("balance_transactions"):
-        totals[txn["currency"]] = totals.get(txn["currency"], 0) + txn["net"]
+    sums = balance.totals(call.acct.store, call.acct.clock)
+    currencies = sorted(set(sums["available"]) | set(sums["pending"]))
     return {
         "object": "balance",
-        "available": [{"amount": a, "currency": c} for c, a in sorted(totals.items())],
+        "available": [{"amount": sums["available"].get(c, 0), "currency": c} for c in currencies],
         "livemode": False,
-        "pending": [{"amount": 0, "currency": c} for c in sorted(totals)],
+        "pending": [{"amount": sums["pending"].get(c, 0), "currency": c} for c in currencies],
     }
+
+
+# --- Payouts --------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/payouts")
+def create_payout(call: Call) -> dict[str, Any]:
+    return render(payouts.create_payout(call.acct, call.params))
+
+
+@route("GET", "/v1/payouts")
+def list_payouts(call: Call) -> dict[str, Any]:
+    return _list(call, "payouts", "/v1/payouts", {"status": "status", "destination": "destination"})
+
+
+@route("GET", "/v1/payouts/{id}")
+def retrieve_payout(call: Call) -> dict[str, Any]:
+    return _retrieve(call, "payouts")
 
 
 # --- Events and webhook endpoints -----------------------------------------------------------

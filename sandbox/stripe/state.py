@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "evt": ("events", "event"),
     "we": ("webhook_endpoints", "webhook_endpoint"),
     "pm": ("payment_methods", "payment_method"),
+    "po": ("payouts", "payout"),
 }
 TABLES = tuple(table for table, _ in KINDS.values())
 
