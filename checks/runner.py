@@ -33,6 +33,7 @@ CHECK_MODULES = (
     "checks.orders",
     "checks.expectations",
     "checks.payments",
+    "checks.payouts",
 )
 OPTIONAL_MODULES = frozenset({"checks.payments"})
 # An error kept in a run's results is for a human to read, not a traceback (that goes to the log).

@@ -42,6 +42,9 @@ DISPUTE_FEES = "expenses:dispute_fees"
 # revenue until a human settles it (refund it, or book it against the order); kept in the
 # charge's own currency.
 UNMATCHED_PAYMENTS = "liabilities:unmatched_payments"
+# A Stripe payout on its way to the bank: cleared against the bank statement, since Stripe can
+# still fail a payout it reported `paid` (see core.payouts).
+PAYOUTS_IN_TRANSIT = "assets:payouts_in_transit"
 
 # Ledger currencies are stored like Stripe writes them (and the CHECK demands): 'usd', 'eur'.
 _CURRENCY = re.compile(r"^[a-z]{3}$")
@@ -253,3 +256,17 @@ def dispute_postings(amount: int, fee: int, currency: str) -> list[Posting]:
         Posting(STRIPE_BALANCE, amount - fee, cur),
     ]
     return [p for p in legs if p.amount_minor]
+
+
+def payout_postings(amount: int, currency: str) -> list[Posting]:
+    """Stripe paid out part of the balance towards our bank account."""
+    _positive(amount, "payout")
+    cur = currency.lower()
+    return [Posting(PAYOUTS_IN_TRANSIT, amount, cur), Posting(STRIPE_BALANCE, -amount, cur)]
+
+
+def payout_failure_postings(amount: int, currency: str) -> list[Posting]:
+    """A payout failed: the money is back in the Stripe balance (the reverse of the payout)."""
+    return [
+        Posting(p.account, -p.amount_minor, p.currency) for p in payout_postings(amount, currency)
+    ]

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import audit, inbox, inventory, ledger, metrics, orders, outbox, refunds
+from core import audit, inbox, inventory, ledger, metrics, orders, outbox, payouts, refunds
 from core.errors import NotFound
 from core.logs import get_logger
 from core.models import Order, Refund
@@ -418,6 +418,10 @@ HANDLERS: dict[str, Callable[[Session, dict[str, Any]], frozenset[int] | None]] 
     "charge.dispute.funds_withdrawn": _dispute_money,
     "charge.dispute.funds_reinstated": _dispute_money,
     "charge.dispute.closed": _dispute_closed,
+    # Payouts concern the balance, not an order: see core.payouts.
+    "payout.paid": payouts.payout_paid,
+    "payout.reconciliation_completed": payouts.payout_reconciled,
+    "payout.failed": payouts.payout_failed,
 }
 
 

@@ -182,6 +182,19 @@ class StripeGateway:
         page = self._call(getattr(self.client.v1, resource).list, params)
         return [o.to_dict() for o in page.data], bool(page.has_more)
 
+    def payout_balance_transactions(self, payout_id: str) -> list[dict[str, Any]]:
+        """Every balance transaction an automatic payout covers (after
+        `payout.reconciliation_completed`), with its `source` expanded for the charge's
+        PaymentIntent; all pages."""
+        params: dict[str, Any] = {"payout": payout_id, "limit": 100, "expand": ["data.source"]}
+        txns: list[dict[str, Any]] = []
+        while True:
+            page, more = self.list_page("balance_transactions", params)
+            txns.extend(page)
+            if not more or not page:
+                return txns
+            params = {**params, "starting_after": page[-1]["id"]}
+
 
 def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
     """The event, if the Stripe-Signature header verifies (and is fresh); else InvalidSignature."""
