@@ -21,13 +21,10 @@ from checkout_api.deps import Ctx
 from checkout_api.idempotent import require_key, to_response
 from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
 from checks.runner import RunResult, run_checks
-from core import audit, orders, refunds, relay, violations
+from core import orders, refunds, relay, violations
 from core.db import transaction
 from core.errors import InvalidRequest, NotFound, Unauthorized
 from core.models import Violation
-
-# The longest reason an operator may give (it lands in the audit log).
-REASON_MAX_CHARS = 500
 
 
 class OutboxAction(msgspec.Struct):
@@ -104,15 +101,6 @@ def run_out(run: RunResult) -> CheckRunOut:
         results=run.results,
         violations=[violation_out(v) for v in run.violations],
     )
-
-
-def _reason(action: OutboxAction | None, *, required: bool) -> str | None:
-    reason = ((action.reason if action else None) or "").strip()
-    if required and not reason:
-        raise InvalidRequest("a reason is required", param="reason")
-    if len(reason) > REASON_MAX_CHARS:
-        raise InvalidRequest(f"reason is longer than {REASON_MAX_CHARS} characters", param="reason")
-    return reason or None
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -194,17 +182,10 @@ class AdminController(Controller):
         ctx: Ctx,
         data: JSONBody[OutboxAction | None] = None,
     ) -> dict[str, str]:
-        reason = _reason(data, required=False)
+        reason = data.reason if data else None
         with transaction(ctx.engine) as session:
-            if not relay.retry_dead(session, public_id):
+            if not relay.retry_dead(session, public_id, actor=actor(request), reason=reason):
                 raise NotFound(f"no dead outbox message {public_id}", param="public_id")
-            audit.record(
-                session,
-                actor=actor(request),
-                action="outbox.retry",
-                subject=public_id,
-                data={"reason": reason} if reason else None,
-            )
         return {"id": public_id, "status": "pending"}
 
     @post(
@@ -217,17 +198,9 @@ class AdminController(Controller):
     def discard_outbox(
         self, request: Request, public_id: FromPath[str], ctx: Ctx, data: JSONBody[OutboxAction]
     ) -> dict[str, str]:
-        reason = _reason(data, required=True)
         with transaction(ctx.engine) as session:
-            if not relay.discard_dead(session, public_id):
+            if not relay.discard_dead(session, public_id, actor=actor(request), reason=data.reason):
                 raise NotFound(f"no dead outbox message {public_id}", param="public_id")
-            audit.record(
-                session,
-                actor=actor(request),
-                action="outbox.discard",
-                subject=public_id,
-                data={"reason": reason},
-            )
         return {"id": public_id, "status": "discarded"}
 
     @post(

@@ -34,6 +34,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from core import audit
 from core.errors import InvalidRequest
 from core.logs import get_logger
 from core.models import OutboxMessage
@@ -52,6 +53,8 @@ LEASE_SECONDS = 120.0
 NOTIFY_CHANNEL = "dotshop_outbox"
 # Sent messages removed per prune statement: keeps each delete (and its locks) short.
 PRUNE_BATCH = 1000
+# The longest reason an operator can give for acting on a dead letter (kept in the audit log).
+REASON_MAX_CHARS = 500
 # Statuses an operator can list.
 STATUSES = ("pending", "sent", "dead", "discarded")
 
@@ -372,9 +375,22 @@ def list_messages(session: Session, status: str = "dead", limit: int = 100) -> l
     ]
 
 
-def retry_dead(session: Session, public_id: str) -> bool:
-    """Operator retry: a dead message goes back to pending with attempts reset (its last error
-    stays for the record). False when there is no such dead message."""
+def operator_reason(reason: str | None, *, required: bool) -> str | None:
+    """Why an operator acts on a dead letter, trimmed; InvalidRequest when it is required and
+    blank, or too long for the audit log."""
+    reason = (reason or "").strip()
+    if required and not reason:
+        raise InvalidRequest("a reason is required", param="reason")
+    if len(reason) > REASON_MAX_CHARS:
+        raise InvalidRequest(f"reason is longer than {REASON_MAX_CHARS} characters", param="reason")
+    return reason or None
+
+
+def retry_dead(session: Session, public_id: str, *, actor: str, reason: str | None = None) -> bool:
+    """Operator retry, audit-logged with who and why: a dead message goes back to pending with
+    attempts reset (its last error stays for the record). False when there is no such dead
+    message."""
+    reason = operator_reason(reason, required=False)
     result = session.execute(
         update(_table)
         .where(_table.c.public_id == public_id, _table.c.status == "dead")
@@ -386,18 +402,29 @@ def retry_dead(session: Session, public_id: str) -> bool:
             locked_until=None,
         )
     )
-    return result.rowcount == 1
+    return _audited(session, result.rowcount == 1, "outbox.retry", public_id, actor, reason)
 
 
-def discard_dead(session: Session, public_id: str) -> bool:
-    """Operator discard: a dead message is given up for good and no longer blocks its key (the
-    next message of the key is delivered). False when there is no such dead message."""
+def discard_dead(session: Session, public_id: str, *, actor: str, reason: str) -> bool:
+    """Operator discard, audit-logged with who and why (a reason is required): a dead message is
+    given up for good and no longer blocks its key (the next message of the key is delivered).
+    False when there is no such dead message."""
+    reason = operator_reason(reason, required=True)
     result = session.execute(
         update(_table)
         .where(_table.c.public_id == public_id, _table.c.status == "dead")
         .values(status="discarded", discarded_at=func.now())
     )
-    return result.rowcount == 1
+    return _audited(session, result.rowcount == 1, "outbox.discard", public_id, actor, reason)
+
+
+def _audited(
+    session: Session, done: bool, action: str, public_id: str, actor: str, reason: str | None
+) -> bool:
+    if done:
+        data = {"reason": reason} if reason else None
+        audit.record(session, actor=actor, action=action, subject=public_id, data=data)
+    return done
 
 
 def prune_sent(engine: Engine, older_than: datetime) -> int:

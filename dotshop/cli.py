@@ -129,7 +129,7 @@ def _operator() -> str:
 
 
 def _outbox_action(public_id: str, action: str, reason: str | None) -> None:
-    from core import audit, relay
+    from core import relay
     from core.db import database_url, engine_for, transaction
 
     reason = (reason or "").strip() or None
@@ -137,15 +137,8 @@ def _outbox_action(public_id: str, action: str, reason: str | None) -> None:
         fail("--reason must say why the message is discarded")
     act = relay.discard_dead if action == "discard" else relay.retry_dead
     with _clear_errors(), transaction(engine_for(database_url())) as session:
-        if not act(session, public_id):
+        if not act(session, public_id, actor=_operator(), reason=reason):
             fail(f"no dead outbox message {public_id}")
-        audit.record(
-            session,
-            actor=_operator(),
-            action=f"outbox.{action}",
-            subject=public_id,
-            data={"reason": reason} if reason else None,
-        )
     typer.echo(f"{public_id}: {'discarded' if action == 'discard' else 'pending again'}")
 
 

@@ -39,7 +39,7 @@ def test_every_dead_letter_is_a_violation_until_retried(
     assert found[dead].evidence["last_error"] == "Shopify says 422"
 
     with transaction(clean_engine) as session:
-        assert relay.retry_dead(session, dead)
+        assert relay.retry_dead(session, dead, actor="test")
     result = run(clean_engine, settings, "stuck_outbox")
     assert (result.status, result.violations) == ("ok", [])
 

@@ -202,9 +202,9 @@ def test_dead_letter_blocks_its_key_until_retried(clean_engine: Engine) -> None:
 
     broken["yes"] = False
     with Session(clean_engine) as session, session.begin():
-        assert relay.retry_dead(session, poison) is True
-        assert relay.retry_dead(session, poison) is False  # pending now, not dead
-        assert relay.retry_dead(session, "obx_nope") is False
+        assert relay.retry_dead(session, poison, actor="test") is True
+        assert relay.retry_dead(session, poison, actor="test") is False  # pending now, not dead
+        assert relay.retry_dead(session, "obx_nope", actor="test") is False
     later = datetime.now(UTC) + timedelta(seconds=1)
     assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1
     assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1

@@ -40,9 +40,11 @@ def test_a_discarded_dead_letter_unblocks_its_key(clean_engine: Engine) -> None:
     assert "Shopify says 422" in (dead[0].last_error or "")
 
     with Session(clean_engine) as session, session.begin():
-        assert relay.discard_dead(session, poison) is True
-        assert relay.discard_dead(session, poison) is False  # not dead any more
-        assert relay.retry_dead(session, poison) is False
+        assert relay.discard_dead(session, poison, actor="test", reason="test") is True
+        assert (
+            relay.discard_dead(session, poison, actor="test", reason="test") is False
+        )  # not dead any more
+        assert relay.retry_dead(session, poison, actor="test") is False
     assert relay.run_once(clean_engine, handlers) == 1
     assert delivered == [after]
     with Session(clean_engine) as session:
