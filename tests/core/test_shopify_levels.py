@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core import inventory, shopify_sync
+from core import inventory, orders, shopify_sync
 from core.db import transaction
 from core.ids import new_id
-from core.models import Order
 from tests.core.shopify_support import (
     Shop,
     item_of,
@@ -137,21 +136,17 @@ def test_a_full_sync_beside_multi_sku_checkouts_neither_deadlocks_nor_drifts(
             order_id = new_id("ord")
             try:
                 with transaction(clean_engine) as session:
-                    session.add(
-                        Order(
-                            id=order_id,
-                            checkout_id=new_id("chk"),
-                            region="us",
-                            status="awaiting_payment",
-                            email="ada@example.com",
-                            shipping_address={},
-                            currency="usd",
-                            amount_minor=2000,
-                            refunded_minor=0,
-                            expires_at=expires,
-                        )
+                    orders.create(
+                        session,
+                        order_id=order_id,
+                        checkout_id=new_id("chk"),
+                        region="us",
+                        currency="usd",
+                        email="ada@example.com",
+                        shipping_address={},
+                        lines=[orders.PricedLine(a, 1, 1000), orders.PricedLine(b, 1, 1000)],
+                        expires_at=expires,
                     )
-                    session.flush()
                     # A slow multi-SKU checkout: it holds its first SKU while taking the next.
                     inventory.reserve(session, order_id, [inventory.Line(a, 1)], expires)
                     time.sleep(0.05)
