@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from checks.registry import CheckContext, check
 from core import reconcile
 from core.reconcile_match import unreconciled
-from core.stripe_gateway import StripeGateway
 from core.violations import Finding
 
 CHECK = "unreconciled_payment"
@@ -38,7 +37,7 @@ def findings(ctx: CheckContext, covered_since: datetime) -> list[Finding]:
     summary="Stripe and our books disagree about a payment (money taken, refunded or disputed)",
 )
 def unreconciled_payment(ctx: CheckContext) -> list[Finding]:
-    gateway = ctx.stripe if ctx.stripe is not None else StripeGateway.from_settings(ctx.settings)
+    gateway = ctx.stripe  # the runner's, built on first use
     pulled = reconcile.pull(
         ctx.engine, gateway, ctx.now, backfill_days=ctx.settings.reconcile_backfill_days
     )

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from checks.registry import CheckContext, check
 from core import payouts
 from core.db import transaction
-from core.stripe_gateway import StripeGateway
 from core.violations import Finding
 
 CHECK = "payout_mismatch"
@@ -24,7 +23,7 @@ def _fetch_missing(ctx: CheckContext) -> None:
         missing = [p for p, record, _ in payouts.to_verify(session) if record["stripe"] is None]
     if not missing:
         return
-    gateway = ctx.stripe if ctx.stripe is not None else StripeGateway.from_settings(ctx.settings)
+    gateway = ctx.stripe  # the runner's, built on first use
     for payout_id in missing:
         txns = gateway.payout_balance_transactions(payout_id)
         with transaction(ctx.engine) as session:
