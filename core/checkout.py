@@ -40,7 +40,6 @@ from core.idempotency import (
     Step,
     encode,
     error_response,
-    final_errors,
     lock_timeout_for,
 )
 from core.ids import new_id
@@ -240,16 +239,6 @@ def cancel_checkout(
     """Release the hold and cancel the PaymentIntent (through the outbox, so it survives a
     Stripe outage). Cancelling a cancelled checkout answers its current state."""
     path = f"{CHECKOUT_PATH}/{checkout_id}/cancel"
-    begun = idempotency.begin(
-        engine,
-        scope=f"{STOREFRONT}:POST {path}",
-        key=idempotency_key,
-        path=path,
-        body=body,
-        lock_timeout=lock_timeout_for(settings),
-    )
-    if isinstance(begun, Answer):
-        return begun
 
     def cancel(session: Session, key: KeyRecord) -> Response:
         order = _order_by_checkout(session, checkout_id)
@@ -263,4 +252,12 @@ def cancel_checkout(
             )
         return Response(200, encode(checkout_body(order, None, orders.lines(session, order.id))))
 
-    return idempotency.run(engine, begun, {idempotency.STARTED: final_errors(cancel)})
+    return idempotency.answer_once(
+        engine,
+        settings,
+        scope=f"{STOREFRONT}:POST {path}",
+        key=idempotency_key,
+        path=path,
+        body=body,
+        step=cancel,
+    )

@@ -468,6 +468,26 @@ def final_errors(
 LOCK_MARGIN_SECONDS = 10
 
 
+def answer_once(
+    engine: Engine,
+    settings: Settings,
+    *,
+    scope: str,
+    key: str,
+    path: str,
+    body: bytes,
+    step: Callable[[Session, KeyRecord], Response],
+) -> Answer:
+    """A request done in one atomic phase (cancel, refund): the stored answer of an earlier
+    request with this key, or `step`'s, whose business errors are stored as final answers."""
+    begun = begin(
+        engine, scope=scope, key=key, path=path, body=body, lock_timeout=lock_timeout_for(settings)
+    )
+    if isinstance(begun, Answer):
+        return begun
+    return run(engine, begun, {STARTED: final_errors(step)})
+
+
 def lock_timeout_for(settings: Settings) -> timedelta:
     """The longest a live request can hold its key: every Stripe attempt timing out, plus a
     margin. An older lock belongs to a process that died: a retry (or the completer) may take
@@ -631,6 +651,7 @@ __all__ = [
     "RecoveryPoint",
     "Response",
     "Step",
+    "answer_once",
     "atomic_phase",
     "begin",
     "claim_stalled",

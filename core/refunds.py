@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core import audit, idempotency, orders, outbox
 from core.errors import Conflict, RefundExceedsRemaining
-from core.idempotency import Answer, KeyRecord, Response, encode, final_errors, lock_timeout_for
+from core.idempotency import Answer, KeyRecord, Response, encode
 from core.ids import new_id
 from core.models import Order, Refund
 from core.settings import Settings
@@ -163,16 +163,6 @@ def request_refund(
     """Admin refund: checked against what remains (succeeded and open refunds subtracted), sent
     to Stripe through the outbox with a Stripe idempotency key derived from this request's key."""
     path = f"/admin/v1/orders/{order_id}/refunds"
-    begun = idempotency.begin(
-        engine,
-        scope=f"admin:POST {path}",
-        key=idempotency_key,
-        path=path,
-        body=body,
-        lock_timeout=lock_timeout_for(settings),
-    )
-    if isinstance(begun, Answer):
-        return begun
 
     def refund(session: Session, key: KeyRecord) -> Response:
         order = orders.lock(session, order_id)
@@ -210,4 +200,12 @@ def request_refund(
             ),
         )
 
-    return idempotency.run(engine, begun, {idempotency.STARTED: final_errors(refund)})
+    return idempotency.answer_once(
+        engine,
+        settings,
+        scope=f"admin:POST {path}",
+        key=idempotency_key,
+        path=path,
+        body=body,
+        step=refund,
+    )
