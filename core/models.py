@@ -8,6 +8,7 @@ keys, a deferred trigger for ledger balance); `checks/` re-verifies them from ou
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -19,13 +20,14 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -402,6 +404,40 @@ class LedgerTransaction(Base):
     description: Mapped[str | None]
     occurred_at: Mapped[datetime]
     created_at: Mapped[datetime] = _now()
+
+
+class BalanceTxn(Base):
+    """A Stripe balance transaction as our ledger booked it: what moved in our Stripe balance
+    (amount, Stripe's fee, net, in the settlement currency, converted from the charge's own
+    currency at `exchange_rate`), when it becomes available for payout, and the ledger
+    transactions (by source) that hold its money. Append-only, like Stripe's own."""
+
+    __tablename__ = "balance_txn"
+    __table_args__ = (
+        CheckConstraint("id LIKE 'txn\\_%'", name="stripe_id"),
+        CheckConstraint("net_minor = amount_minor - fee_minor", name="net_is_amount_less_fee"),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        Index("ix_balance_txn_available_on", "available_on"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # txn_...
+    type: Mapped[str]
+    reporting_category: Mapped[str]
+    source_id: Mapped[str | None]  # ch_, re_, pyr_, dp_, po_ ...
+    order_id: Mapped[str | None] = mapped_column(index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    fee_minor: Mapped[int] = mapped_column(BigInteger)
+    net_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange_rate: Mapped[Decimal | None] = mapped_column(Numeric)
+    source_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    source_currency: Mapped[str | None] = mapped_column(String(3))
+    available_on: Mapped[datetime]
+    created: Mapped[datetime]
+    ledger_sources: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    recorded_at: Mapped[datetime] = _now()
 
 
 class LedgerEntry(Base):
