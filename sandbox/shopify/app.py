@@ -17,6 +17,8 @@ from sandbox.options import SHOPIFY_API_VERSION, SandboxOptions
 from sandbox.shopify.admin import build_router
 from sandbox.shopify.control import build_control_router, wait_webhooks
 from sandbox.shopify.events import TOPICS, WebhookPublisher
+from sandbox.shopify.graphql import FILES_PREFIX as BULK_FILES_PREFIX
+from sandbox.shopify.graphql import GraphQLEndpoint, send_jsonl
 from sandbox.shopify.http import (
     Request,
     Response,
@@ -58,6 +60,8 @@ class ShopifySandbox:
         )
         self.store._emit = self.publisher
         self.bucket = LeakyBucket(self.clock)
+        # GraphQL shares the store (and so the webhooks) with REST but has its own cost bucket.
+        self.graphql = GraphQLEndpoint(self.store, self.clock, self._wall_now)
         self.admin = build_router(self.store)
         self.control = build_control_router(self)
         self.calls: Counter[str] = Counter()
@@ -72,6 +76,7 @@ class ShopifySandbox:
         self.publisher.reset()
         self.faults.reset(seed)
         self.bucket.reset()
+        self.graphql.reset()
         with self._calls_lock:
             self.calls.clear()
         if self.options.demo_catalog if with_catalog is None else with_catalog:
@@ -108,6 +113,9 @@ class ShopifySandbox:
         if scope["type"] != "http":
             return
         request = Request.from_scope(scope, await read_body(receive))
+        if request.path.startswith(BULK_FILES_PREFIX):
+            await send_jsonl(send, self.graphql.result_file(request.path))
+            return
         if request.path.startswith(CONTROL_PREFIX):
             response = await self._control(request)
         elif request.path.startswith(ADMIN_PREFIX):
@@ -146,6 +154,8 @@ class ShopifySandbox:
         if token != self.options.shopify_access_token:
             self._count("401")
             return Response(401, {"errors": INVALID_TOKEN}, headers)
+        if request.path == f"{ADMIN_PREFIX}{version}/graphql.json":
+            return self._graphql(request, version, token, headers[1])
         verdict = self.bucket.take(token)
         headers.append(("X-Shopify-Shop-Api-Call-Limit", verdict.header))
         if not verdict.allowed:
@@ -165,6 +175,20 @@ class ShopifySandbox:
             log.exception("sandbox shopify handler failed: %s %s", request.method, request.path)
             response = Response(500, {"errors": "Internal Server Error"})
         response.headers = headers + response.headers
+        return response
+
+    def _graphql(
+        self, request: Request, version: str, token: str, request_id: tuple[str, str]
+    ) -> Response:
+        self._count("POST /graphql.json")
+        try:
+            response = self.graphql.handle(request, version, token)
+        except ShopifyError as exc:
+            response = Response(exc.status, {"errors": exc.errors})
+        except Exception:  # a sandbox bug must look like a Shopify 500, not a dropped socket
+            log.exception("sandbox shopify graphql failed: %s", request.path)
+            response = Response(500, {"errors": "Internal Server Error"})
+        response.headers = [request_id, *response.headers]
         return response
 
 

@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.shopify.http import Request, Response, Router, ShopifyError
+from sandbox.shopify.graphql.quantities import pos_sale
+from sandbox.shopify.http import Request, Response, Router, ShopifyError, not_found
 
 MAX_WAIT_SECONDS = 60.0
 
@@ -54,6 +55,22 @@ def build_control_router(sandbox: Any) -> Router:
             raise ShopifyError(422, {"base": ["sku or inventory_item_id is required"]})
         return Response(200, {"inventory_level": level})
 
+    def sell_at_pos(request: Request) -> Response:
+        """A point-of-sale checkout: takes `available` units only, never `reserved` ones."""
+        body = request.json()
+        try:
+            sold = pos_sale(
+                sandbox.store, str(body.get("sku")), int(body.get("quantity", 1)),
+                body.get("location_id"),
+            )  # fmt: skip
+        except ShopifyError as exc:
+            raise not_found() from exc
+        except LookupError as exc:
+            raise ShopifyError(422, {"base": [str(exc)]}) from exc
+        except ValueError as exc:
+            raise ShopifyError(422, {"base": [f"Not enough available stock: {exc}"]}) from exc
+        return Response(200, {"sale": sold})
+
     def advance_clock(request: Request) -> Response:
         seconds = float(request.json().get("seconds", 0))
         try:
@@ -69,6 +86,7 @@ def build_control_router(sandbox: Any) -> Router:
     router.add("GET", "/_sandbox/state", state)
     router.add("GET", "/_sandbox/webhooks", webhooks)
     router.add("POST", "/_sandbox/inventory/sell", sell)
+    router.add("POST", "/_sandbox/inventory/pos_sale", sell_at_pos)
     router.add("POST", "/_sandbox/clock/advance", advance_clock)
     return router
 

@@ -31,6 +31,9 @@ ID_BASES = {
     "order": 5_600_000_000_000,
     "line_item": 13_600_000_000_000,
     "webhook": 1_200_000_000,
+    "adjustment_group": 9_100_000_000,
+    "refund": 9_500_000_000,
+    "bulk_operation": 3_300_000_000,
 }
 DEFAULT_LOCATION_ID = 1
 LOCATIONS = (
@@ -92,6 +95,16 @@ class Level:
     available: int
     updated_at: str
     created_at: str
+    # Units set aside (GraphQL `reserved`): on hand, but no channel may sell them.
+    reserved: int = 0
+
+
+@dataclass
+class IdempotencyRecord:
+    """What an `@idempotent(key:)` mutation answered the first time, and for which arguments."""
+
+    fingerprint: str
+    result: Any
 
 
 @dataclass
@@ -125,6 +138,8 @@ class ShopStore:
             self.levels: dict[tuple[int, int], Level] = {}
             self.orders: dict[int, OrderRecord] = {}
             self.webhooks: dict[int, dict[str, Any]] = {}
+            # (mutation, idempotency key) -> the original result (GraphQL `@idempotent`).
+            self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
             self.next_order_number = FIRST_ORDER_NUMBER
             stamp = self.timestamp()
             self.locations = {
@@ -177,6 +192,11 @@ class ShopStore:
 
     def _next_id(self, kind: str) -> int:
         return next(self._ids[kind])
+
+    def next_id(self, kind: str) -> int:
+        """A fresh id of `kind` (see ID_BASES), for resources kept outside this module."""
+        with self._lock:
+            return self._next_id(kind)
 
     # ---------------------------------------------------------------- serialisation
 
@@ -662,6 +682,11 @@ class ShopStore:
             currency = (body.get("currency") or "USD").upper()
             line_json = [self._line_json(variant, line) for variant, line in resolved]
             subtotal = sum(Decimal(li["price"]) * li["quantity"] for li in line_json)
+            tax_lines = [_tax_line(t) for t in body.get("tax_lines") or []]
+            taxes = [t for li in line_json for t in li["tax_lines"]] + tax_lines
+            total_tax = sum((Decimal(t["price"]) for t in taxes), Decimal(0))
+            taxes_included = bool(body.get("taxes_included", False))
+            total = subtotal if taxes_included else subtotal + total_tax
             order = {
                 "id": order_id,
                 "admin_graphql_api_id": gid("Order", order_id),
@@ -683,10 +708,12 @@ class ShopStore:
                 "fulfillment_status": None,
                 "subtotal_price": str(subtotal.quantize(Decimal("0.01"))),
                 "total_line_items_price": str(subtotal.quantize(Decimal("0.01"))),
-                "total_price": str(subtotal.quantize(Decimal("0.01"))),
-                "total_tax": "0.00",
+                "total_price": str(total.quantize(Decimal("0.01"))),
+                "total_tax": str(total_tax.quantize(Decimal("0.01"))),
                 "total_discounts": "0.00",
-                "taxes_included": False,
+                "taxes_included": taxes_included,
+                "tax_lines": tax_lines,
+                "refunds": [],
                 "note": body.get("note"),
                 "note_attributes": list(body.get("note_attributes") or []),
                 "tags": _tags(body.get("tags")),
@@ -779,6 +806,7 @@ class ShopStore:
                 "grams": 0,
                 "gift_card": False,
                 "properties": line.get("properties") or [],
+                "tax_lines": [_tax_line(t) for t in line.get("tax_lines") or []],
             }
         product = self.products[variant["product_id"]]
         price = money(line["price"]) if line.get("price") is not None else variant["price"]
@@ -802,6 +830,7 @@ class ShopStore:
             "gift_card": False,
             "variant_inventory_management": variant["inventory_management"],
             "properties": line.get("properties") or [],
+            "tax_lines": [_tax_line(t) for t in line.get("tax_lines") or []],
         }
 
     def get_order(self, order_id: int) -> dict[str, Any]:
@@ -974,3 +1003,12 @@ def _tags(value: Any) -> str:
         return ""
     parts = value if isinstance(value, list) else str(value).split(",")
     return ", ".join(p.strip() for p in parts if str(p).strip())
+
+
+def _tax_line(tax: dict[str, Any]) -> dict[str, Any]:
+    """A tax line as charged: Shopify keeps the amount given, it does not recompute it."""
+    return {
+        "title": tax.get("title") or "Tax",
+        "rate": float(tax.get("rate") or 0),
+        "price": money(tax.get("price", "0.00"), "tax_lines"),
+    }

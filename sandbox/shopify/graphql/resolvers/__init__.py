@@ -1,0 +1,1 @@
+"""Root-field resolvers, one module per area; nested fields are lazy callables in the views."""
