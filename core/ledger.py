@@ -46,6 +46,11 @@ UNMATCHED_PAYMENTS = "liabilities:unmatched_payments"
 # still fail a payout it reported `paid` (see core.payouts).
 PAYOUTS_IN_TRANSIT = "assets:payouts_in_transit"
 
+# Currency trading: where money charged in one currency turns into the currency Stripe settles
+# it in. Its balance per currency is our position; valued at today's rates, it is the
+# conversion's gain or loss. It keeps `assets:stripe_balance` in the currencies Stripe holds.
+FX_CONVERSION = "equity:currency_conversion"
+
 # Ledger currencies are stored like Stripe writes them (and the CHECK demands): 'usd', 'eur'.
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 
@@ -204,20 +209,12 @@ def _positive(amount: int, what: str) -> None:
         raise InvalidRequest(f"{what} must be a positive amount of minor units", amount=amount)
 
 
-def payment_postings(amount: int, currency: str, fee: int = 0) -> list[Posting]:
-    """A charge succeeded: Stripe holds the money, it is a sale. With `fee`, Stripe's cut too
-    (usually posted later, on its own, with `fee_postings`)."""
+def payment_postings(amount: int, currency: str) -> list[Posting]:
+    """A charge succeeded: Stripe holds the money, it is a sale (in the charge's currency;
+    Stripe's fee and any conversion come with its balance transaction, see core.balance_txns)."""
     _positive(amount, "payment")
     cur = currency.lower()
-    postings = [Posting(STRIPE_BALANCE, amount, cur), Posting(REVENUE, -amount, cur)]
-    return postings + (fee_postings(fee, cur) if fee else [])
-
-
-def fee_postings(fee: int, currency: str) -> list[Posting]:
-    """Stripe took its processing fee out of the balance."""
-    _positive(fee, "fee")
-    cur = currency.lower()
-    return [Posting(STRIPE_FEES, fee, cur), Posting(STRIPE_BALANCE, -fee, cur)]
+    return [Posting(STRIPE_BALANCE, amount, cur), Posting(REVENUE, -amount, cur)]
 
 
 def unmatched_payment_postings(amount: int, currency: str) -> list[Posting]:
@@ -243,19 +240,32 @@ def refund_failure_postings(amount: int, currency: str, account: str = REFUNDS) 
     ]
 
 
-def dispute_postings(amount: int, fee: int, currency: str) -> list[Posting]:
-    """One balance transaction of a dispute, signed as Stripe reports it: a withdrawal has
-    amount < 0 and fee > 0, a reinstatement (dispute won) amount > 0 and fee < 0. Zero legs
-    are left out."""
-    cur = currency.lower()
-    if amount == 0 and fee == 0:
-        raise InvalidRequest("a dispute balance transaction moves money", amount=amount)
-    legs = [
-        Posting(DISPUTES, -amount, cur),
-        Posting(DISPUTE_FEES, fee, cur),
-        Posting(STRIPE_BALANCE, amount - fee, cur),
+def merged(postings: Sequence[Posting]) -> list[Posting]:
+    """One leg per account and currency, in first-seen order, zero legs dropped: the legs of
+    several steps of one money movement, written as the movement."""
+    sums: dict[tuple[str, str], int] = {}
+    for p in postings:
+        sums[(p.account, p.currency)] = sums.get((p.account, p.currency), 0) + p.amount_minor
+    return [Posting(acct, amount, cur) for (acct, cur), amount in sums.items() if amount]
+
+
+def conversion_postings(
+    source_amount: int, source_currency: str, amount: int, currency: str
+) -> list[Posting]:
+    """Stripe converted `source_amount` of the charge's currency into `amount` of the
+    settlement currency in our balance (both signed alike: > 0 into the balance). None when
+    there was nothing to convert."""
+    src, cur = source_currency.lower(), currency.lower()
+    if src == cur:
+        return []
+    if source_amount == 0 or amount == 0 or (source_amount > 0) != (amount > 0):
+        raise InvalidRequest("a conversion moves money one way", amount=amount)
+    return [
+        Posting(STRIPE_BALANCE, -source_amount, src),
+        Posting(FX_CONVERSION, source_amount, src),
+        Posting(FX_CONVERSION, -amount, cur),
+        Posting(STRIPE_BALANCE, amount, cur),
     ]
-    return [p for p in legs if p.amount_minor]
 
 
 def payout_postings(amount: int, currency: str) -> list[Posting]:

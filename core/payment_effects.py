@@ -1,4 +1,5 @@
-"""Outbox handlers that talk to Stripe: cancel a PaymentIntent, refund, fetch fees.
+"""Outbox handlers that talk to Stripe: cancel a PaymentIntent, refund, book balance
+transactions.
 
 Each is idempotent and converges when retried after dying at any point: Stripe calls carry keys
 derived from our ids (a retried refund returns the refund made the first time), and what comes
@@ -7,13 +8,10 @@ so a redelivered message, a webhook and a handler reporting the same refund post
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core import ledger, orders, payments, refunds
+from core import balance_txns, orders, payments, refunds
 from core.db import transaction
 from core.errors import PaymentProviderError
 from core.logs import get_logger
@@ -63,27 +61,41 @@ class StripeEffects:
         with transaction(self.engine) as session:
             payments.apply_refund(session, refund)
 
-    def fetch_fees(self, message: Message) -> None:
+    def book_balance_transactions(self, message: Message) -> None:
+        """Book the balance transaction of a payment's charge, or those of a refund (and of
+        its failure), with the fee and conversion only they carry."""
         p = message.payload
-        charge = self.gateway.latest_charge(p["payment_intent_id"], expand_balance=True)
-        bt: dict[str, Any] | None = (charge or {}).get("balance_transaction")
-        if not isinstance(bt, dict) or not bt.get("fee"):
-            return
+        if "payment_intent_id" in p:
+            charge = self.gateway.latest_charge(p["payment_intent_id"], expand_balance=True)
+            bt = (charge or {}).get("balance_transaction")
+            if not isinstance(bt, dict):
+                return  # no charge yet took money: nothing to book
+            found = [(bt, charge["amount_captured"] or charge["amount"], charge["currency"])]
+        else:
+            refund = self.gateway.retrieve_refund(p["refund_id"])
+            found = [
+                (bt, sign * refund["amount"], refund["currency"])
+                for bt, sign in (
+                    (refund.get("balance_transaction"), -1),
+                    (refund.get("failure_balance_transaction"), 1),
+                )
+                if isinstance(bt, dict)
+            ]
         with transaction(self.engine) as session:
-            ledger.post(
-                session,
-                source=f"fee:{bt['id']}",
-                kind="fee",
-                postings=ledger.fee_postings(bt["fee"], bt["currency"]),
-                occurred_at=datetime.fromtimestamp(bt.get("created", 0), UTC),
-                order_id=p["order_id"],
-                description=f"Stripe fee on {charge['id']}",
-            )
+            for bt, source_amount, source_currency in found:
+                balance_txns.book(
+                    session,
+                    bt,
+                    source_amount=source_amount,
+                    source_currency=source_currency,
+                    order_id=p["order_id"],
+                    payment_intent_id=p.get("payment_intent_id"),
+                )
 
     def register(self, handlers: Handlers) -> None:
         handlers.register(payments.CANCEL_PAYMENT_INTENT, self.cancel_payment_intent)
         handlers.register(payments.REFUND, self.refund)
-        handlers.register(payments.FETCH_FEES, self.fetch_fees)
+        handlers.register(payments.BOOK_BALANCE, self.book_balance_transactions)
 
 
 def register_handlers(handlers: Handlers) -> None:

@@ -29,7 +29,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import audit, inbox, inventory, ledger, metrics, orders, outbox, payouts, refunds
+from core import (
+    audit,
+    balance_txns,
+    inbox,
+    inventory,
+    ledger,
+    metrics,
+    orders,
+    outbox,
+    payouts,
+    refunds,
+)
 from core.errors import NotFound
 from core.logs import get_logger
 from core.models import Order, Refund
@@ -42,7 +53,7 @@ log = get_logger("core.payments")
 # core.shopify_sync (the push, which reads the order's state and cancels or refunds the Shopify
 # order to match).
 CANCEL_PAYMENT_INTENT = "stripe.cancel_payment_intent"
-FETCH_FEES = "stripe.fetch_fees"
+BOOK_BALANCE = "stripe.book_balance_transactions"
 PUSH_ORDER_TO_SHOPIFY = "shopify.push_order"
 
 UNKNOWN_PAYMENT_INTENT = "unknown_payment_intent"
@@ -68,10 +79,21 @@ ABANDONED_TOO_OLD = "abandoned_too_old"
 ABANDONED_TOO_MANY_ATTEMPTS = "abandoned_too_many_attempts"
 
 
-def fees_key(order_id: str) -> str:
-    """Fees have their own ordering key: a Stripe read outage must not hold back the order's
-    Shopify push (which shares `order:<id>`)."""
-    return f"fees:{order_id}"
+def balance_key(order_id: str) -> str:
+    """Booking balance transactions (fees, conversions) has its own ordering key: a Stripe read
+    outage must not hold back the order's Shopify push (which shares `order:<id>`)."""
+    return f"balance:{order_id}"
+
+
+def enqueue_book_balance(session: Session, order_id: str, **source: str) -> None:
+    """Queue the booking of the balance transaction(s) of a payment (`payment_intent_id`) or a
+    refund (`refund_id`): Stripe's fee and currency conversion are known only there."""
+    outbox.enqueue(
+        session,
+        topic=BOOK_BALANCE,
+        ordering_key=balance_key(order_id),
+        payload={"order_id": order_id, **source},
+    )
 
 
 class Deferred(Exception):
@@ -136,12 +158,7 @@ def _payment_succeeded(session: Session, obj: dict[str, Any]) -> frozenset[int]:
         return frozenset()  # the same fact, again
     amount, currency = obj["amount_received"] or obj["amount"], obj["currency"]
     order.paid_at = _at(obj)
-    outbox.enqueue(
-        session,
-        topic=FETCH_FEES,
-        ordering_key=fees_key(order.id),
-        payload={"order_id": order.id, "payment_intent_id": obj["id"]},
-    )
+    enqueue_book_balance(session, order.id, payment_intent_id=obj["id"])
     if (amount, currency.lower()) != (order.amount_minor, order.currency.lower()):
         _payment_mismatch(session, order, obj, amount, currency)
     elif _take_stock(session, order):
@@ -278,7 +295,7 @@ def _book_refund(session: Session, order: Order, row: Refund) -> None:
         ledger.UNMATCHED_PAYMENTS if order.cancel_reason == PAYMENT_MISMATCH else ledger.REFUNDS
     )
     common = {"order_id": order.id, "occurred_at": datetime.now(UTC)}
-    ledger.post(
+    booked = ledger.post(
         session,
         source=f"refund:{row.stripe_refund_id}",
         kind="refund",
@@ -287,14 +304,19 @@ def _book_refund(session: Session, order: Order, row: Refund) -> None:
         **common,
     )
     if row.status == refunds.FAILED:
-        ledger.post(
-            session,
-            source=f"refund_failed:{row.stripe_refund_id}",
-            kind="refund_failed",
-            postings=ledger.refund_failure_postings(row.amount_minor, row.currency, account),
-            description=f"Stripe refund {row.stripe_refund_id} failed ({row.failure_reason})",
-            **common,
+        booked = (
+            ledger.post(
+                session,
+                source=f"refund_failed:{row.stripe_refund_id}",
+                kind="refund_failed",
+                postings=ledger.refund_failure_postings(row.amount_minor, row.currency, account),
+                description=f"Stripe refund {row.stripe_refund_id} failed ({row.failure_reason})",
+                **common,
+            )
+            or booked
         )
+    if booked:  # first time this refund moved money: book its balance transaction(s) too
+        enqueue_book_balance(session, order.id, refund_id=str(row.stripe_refund_id))
 
 
 def _settle_refunds(session: Session, order: Order) -> None:
@@ -354,12 +376,11 @@ def _dispute_money(session: Session, dispute: dict[str, Any]) -> None:
     for bt in dispute.get("balance_transactions") or []:
         if not (bt.get("amount") or bt.get("fee")):
             continue
-        ledger.post(
+        balance_txns.book(
             session,
-            source=f"txn:{bt['id']}",
-            kind="dispute",
-            postings=ledger.dispute_postings(bt["amount"], bt.get("fee", 0), bt["currency"]),
-            occurred_at=_at(bt),
+            bt,
+            source_amount=balance_txns.dispute_source_amount(bt, dispute),
+            source_currency=dispute["currency"],
             order_id=order.id,
             description=f"Stripe dispute {dispute['id']}: {bt.get('reporting_category')}",
         )

@@ -29,12 +29,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import balance_txns, ledger
 from core.models import LedgerEntry, LedgerTransaction, SyncCursor
 
 CURSOR_PREFIX = "payout:"
-# Stripe's category of the payout's own balance transaction: the payout, not what it covers.
-PAYOUT_CATEGORIES = ("payout", "payout_reversal")
 
 
 def _at(payout: dict[str, Any]) -> datetime:
@@ -91,32 +89,6 @@ def payout_failed(session: Session, payout: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------- verification
 
 
-def _pi_of(txn: dict[str, Any]) -> str | None:
-    source = txn.get("source")
-    return source.get("payment_intent") if isinstance(source, dict) else None
-
-
-def _source_id(txn: dict[str, Any]) -> str:
-    source = txn.get("source")
-    return source["id"] if isinstance(source, dict) else str(source)
-
-
-def ledger_sources(txn: dict[str, Any]) -> list[str]:
-    """Our ledger keys for the money of one Stripe balance transaction (none: not booked by us,
-    so it shows up as a difference)."""
-    category = txn["reporting_category"]
-    if category == "charge":
-        pi = _pi_of(txn)
-        return ([f"payment:{pi}"] if pi else []) + [f"fee:{txn['id']}"]
-    if category == "refund":
-        return [f"refund:{_source_id(txn)}"]
-    if category == "refund_failure":
-        return [f"refund_failed:{_source_id(txn)}"]
-    if category in ("dispute", "dispute_reversal"):
-        return [f"txn:{txn['id']}"]
-    return []
-
-
 def stripe_side(txns: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """What we keep of the payout's transactions: category, net and our ledger keys."""
     return [
@@ -124,10 +96,12 @@ def stripe_side(txns: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "id": t["id"],
             "category": t["reporting_category"],
             "net": t["net"],
-            "sources": ledger_sources(t),
+            "sources": balance_txns.ledger_sources(t),
         }
         for t in txns
-        if t["reporting_category"] not in PAYOUT_CATEGORIES
+        # The payout's own transaction is the payout, not what it covers; a `payout_reversal`
+        # (an earlier payout's funds returned) is covered like any other money.
+        if t["reporting_category"] != balance_txns.PAYOUT
     ]
 
 
@@ -199,3 +173,13 @@ def keep_stripe_side(session: Session, payout_id: str, txns: list[dict[str, Any]
     row = session.get(SyncCursor, f"{CURSOR_PREFIX}{payout_id}", with_for_update=True)
     if row is not None and row.value.get("stripe") is None:
         row.value = {**row.value, "stripe": stripe_side(txns)}
+    for t in txns:  # the payout's own balance transaction, among those it covers
+        if t["reporting_category"] in balance_txns.PAYOUT_CATEGORIES:
+            balance_txns.record(
+                session,
+                t,
+                order_id=None,
+                source_amount=None,
+                source_currency=None,
+                sources=balance_txns.ledger_sources(t),
+            )

@@ -12,6 +12,10 @@ Repair: on the first pull, or when Stripe no longer has the cursor event (older 
 the objects themselves are listed by `created` range (`created[gte]`, paging back with
 `starting_after`) and the cursor restarts at the newest event. `covered_since` records from
 when the staging tables are complete: orders paid before it are not compared with Stripe.
+
+Payouts are not staged: their events (or, on repair, the payouts listed) are applied to the
+ledger with the webhook's own idempotent functions (core.payouts), so a payout whose webhooks
+were all lost is still booked and queued for its `payout_mismatch` verification.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core import cursors
+from core import balance_txns, cursors, payouts
 from core.db import transaction
 from core.errors import PaymentProviderError
 from core.models import StripeDispute, StripePayment, StripeRefund
@@ -37,6 +41,13 @@ PAGE_SIZE = 100
 # When the cursor event is gone, repair from a little before it: events of one second are not
 # ordered by id, so a margin covers the ones listed around it.
 CURSOR_LOST_MARGIN = timedelta(hours=1)
+# Payout events are applied to the ledger by the pull itself (idempotent, keyed by the payout),
+# so a payout whose webhooks were all lost is still booked and verified.
+PAYOUT_EVENTS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "payout.paid": payouts.payout_paid,
+    "payout.reconciliation_completed": payouts.payout_reconciled,
+    "payout.failed": payouts.payout_failed,
+}
 # The event types whose objects reconciliation reads (Stripe's `types[]` takes at most 20 exact
 # names). PaymentIntents carry the money taken, refunds and disputes the money given back.
 EVENT_TYPES = (
@@ -56,6 +67,7 @@ EVENT_TYPES = (
     "charge.dispute.closed",
     "charge.dispute.funds_withdrawn",
     "charge.dispute.funds_reinstated",
+    *PAYOUT_EVENTS,
 )
 
 
@@ -105,8 +117,12 @@ def refund_row(refund: dict[str, Any], seen_at: datetime) -> dict[str, Any]:
 
 
 def dispute_row(dispute: dict[str, Any], seen_at: datetime) -> dict[str, Any]:
-    # A withdrawal is a negative balance transaction, a reinstatement a positive one.
-    moved = sum(bt.get("amount", 0) for bt in dispute.get("balance_transactions") or [])
+    # A withdrawal is a negative balance transaction, a reinstatement a positive one; counted
+    # in the dispute's currency, as our ledger books it, whatever currency Stripe settled in.
+    moved = sum(
+        balance_txns.dispute_source_amount(bt, dispute)
+        for bt in dispute.get("balance_transactions") or []
+    )
     return {
         "id": dispute["id"],
         "payment_intent_id": _id(dispute.get("payment_intent")),
@@ -198,8 +214,12 @@ def _follow_events(
         if not page:
             break
         by_resource: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
+        payout_events = []
         for event in reversed(page):  # oldest first
             obj = event["data"]["object"]
+            if event["type"] in PAYOUT_EVENTS:
+                payout_events.append((PAYOUT_EVENTS[event["type"]], obj))
+                continue
             by_resource.setdefault(_resource_of(event["type"]), []).append(
                 (obj, _at(event["created"]))
             )
@@ -207,11 +227,33 @@ def _follow_events(
         with transaction(engine) as session:
             for resource, objects in by_resource.items():
                 upsert(session, resource, objects)
+            for apply, payout in payout_events:
+                apply(session, payout)
             cursors.save(session, EVENTS_CURSOR, cursor, now)
         applied += len(page)
     return PullResult(
         applied, 0, cursor["event_id"], datetime.fromisoformat(cursor["covered_since"])
     )
+
+
+def _repair_payouts(engine: Engine, gateway: StripeGateway, since: datetime) -> int:
+    """Book the payouts created since `since` as their events would have."""
+    params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"gte": int(since.timestamp())}}
+    listed, more = 0, True
+    while more:
+        page, more = gateway.list_page("payouts", params)
+        with transaction(engine) as session:
+            for payout in page:
+                if payout["status"] == "paid":
+                    payouts.payout_paid(session, payout)
+                if payout["status"] == "failed":
+                    payouts.payout_failed(session, payout)
+                if payout.get("reconciliation_status") == "completed":
+                    payouts.payout_reconciled(session, payout)
+        listed += len(page)
+        if page:
+            params["starting_after"] = page[-1]["id"]
+    return listed
 
 
 def _repair(
@@ -232,6 +274,7 @@ def _repair(
                 listed += upsert(session, resource, [(o, seen_at) for o in page])
             if page:
                 params["starting_after"] = page[-1]["id"]
+    listed += _repair_payouts(engine, gateway, since)
     cursor = {
         "event_id": newest[0]["id"] if newest else None,
         "event_created": newest[0]["created"] if newest else None,

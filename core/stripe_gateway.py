@@ -175,6 +175,15 @@ class StripeGateway:
         refund = self._call(self.client.v1.refunds.create, params, f"dotshop-refund-{refund_key}")
         return refund.to_dict()
 
+    def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
+        """The refund as a plain dict, its balance transaction and (if it failed) the failure's
+        one expanded."""
+        refund = self._call(
+            lambda p: self.client.v1.refunds.retrieve(refund_id, p),
+            {"expand": ["balance_transaction", "failure_balance_transaction"]},
+        )
+        return refund.to_dict()
+
     def list_page(self, resource: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         """One page of a list endpoint (`events`, `payment_intents`, `refunds`, `disputes`,
         `charges`), newest first as Stripe lists: the objects as plain dicts, and whether more

@@ -243,6 +243,13 @@ def sandbox(
             "webhook_reorder=true. Change them later through POST /_sandbox/faults."
         ),
     ] = None,
+    settlement_currency: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A currency the sandbox Stripe account settles in (repeatable; the first is its "
+            "default, others convert into it). Default: usd, a US account."
+        ),
+    ] = None,
 ) -> None:
     """Run the sandbox Stripe and Shopify servers (credentials from the environment)."""
     import os
@@ -265,6 +272,8 @@ def sandbox(
         shopify_webhook_url=shopify_webhook_url,
         demo_catalog=demo_catalog,
         faults=faults,
+        stripe_settlement_currencies=tuple(c.lower() for c in settlement_currency or ())
+        or defaults.stripe_settlement_currencies,
     )
     from sandbox.faults import Faults
 

@@ -20,6 +20,9 @@ class SandboxOptions:
     # A webhook endpoint configured at start (more can be created through the API).
     stripe_webhook_url: str | None = None
     stripe_webhook_secret: str = DEFAULT_STRIPE_WEBHOOK_SECRET
+    # A US Stripe account: it settles (and pays out) in USD only, so an EUR charge is
+    # converted into USD in its balance transaction.
+    stripe_settlement_currencies: tuple[str, ...] = ("usd",)
     shopify_shop: str = DEFAULT_SHOPIFY_SHOP
     shopify_access_token: str = DEFAULT_SHOPIFY_ACCESS_TOKEN
     shopify_api_secret: str = DEFAULT_SHOPIFY_API_SECRET

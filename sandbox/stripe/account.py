@@ -19,6 +19,9 @@ class Account:
         self.faults = faults
         self.dispatcher = WebhookDispatcher(faults)
         self.clock = Clock()
+        # The currencies the account has a bank account in; anything else converts into the
+        # first (the account's default currency).
+        self.settlement_currencies = options.stripe_settlement_currencies
         self.store = Store()
         self.events = Events(self.store, self.clock, self.dispatcher)
         self.idempotency = IdempotencyCache(self.clock)

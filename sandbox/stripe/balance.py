@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from sandbox.stripe import fx
 from sandbox.stripe.state import Clock, Store, new_id
+
+if TYPE_CHECKING:
+    from sandbox.stripe.account import Account
 
 # Stripe's standard US card pricing: 2.9% + 30 cents, in minor units.
 FEE_PERCENT_BASIS_POINTS = 290
@@ -22,19 +27,28 @@ def card_fee(amount: int) -> int:
 
 
 def record(
-    store: Store,
-    clock: Clock,
+    acct: Account,
     *,
     amount: int,
-    fee: int,
     currency: str,
     source: str,
     type_: str,
     reporting_category: str,
     description: str | None,
+    fee: Callable[[int], int] | int = 0,
     fee_description: str = "Stripe processing fees",
 ) -> dict[str, Any]:
-    now = clock.now()
+    """Post a balance transaction for `amount` of `currency` (the charge's own currency),
+    converted into the settlement currency when the account cannot settle in it. `fee` is in
+    the settlement currency: a fixed amount, or a function of the settled amount."""
+    now = acct.clock.now()
+    settled_in = fx.settlement_currency(currency, acct.settlement_currencies)
+    exchange_rate = None
+    if settled_in != currency:
+        amount, rate = fx.convert(amount, currency, settled_in)
+        exchange_rate = float(rate)
+        currency = settled_in
+    fee = fee(amount) if callable(fee) else fee
     net = amount - fee
     available_on = now + SETTLEMENT_SECONDS if net > 0 else now
     txn = {
@@ -45,7 +59,7 @@ def record(
         "created": now,
         "currency": currency,
         "description": description,
-        "exchange_rate": None,
+        "exchange_rate": exchange_rate,
         "fee": fee,
         "fee_details": (
             [
@@ -68,7 +82,7 @@ def record(
         # The automatic payout that swept this transaction (the list's `payout` filter).
         "_payout": None,
     }
-    return store.add("balance_transactions", txn)
+    return acct.store.add("balance_transactions", txn)
 
 
 def settle(store: Store, clock: Clock) -> None:

@@ -100,8 +100,7 @@ def open_dispute(
 
 def _withdraw(acct: Account, charge: dict[str, Any], dispute_id: str) -> dict[str, Any]:
     return balance.record(
-        acct.store,
-        acct.clock,
+        acct,
         amount=-charge["amount_captured"],
         fee=balance.DISPUTE_FEE_MINOR,
         currency=charge["currency"],
@@ -182,8 +181,7 @@ def _close(acct: Account, dispute: dict[str, Any], outcome: str) -> None:
     dispute["status"] = outcome
     if outcome == "won":
         txn = balance.record(
-            acct.store,
-            acct.clock,
+            acct,
             amount=dispute["amount"],
             fee=-balance.DISPUTE_FEE_MINOR,
             currency=dispute["currency"],

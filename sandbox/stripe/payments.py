@@ -468,10 +468,9 @@ def _settle(acct: Account, pi: dict[str, Any], charge: dict[str, Any], amount: i
     charge["captured"] = True
     charge["amount_captured"] = amount
     txn = balance.record(
-        acct.store,
-        acct.clock,
+        acct,
         amount=amount,
-        fee=balance.card_fee(amount),
+        fee=balance.card_fee,
         currency=charge["currency"],
         source=charge["id"],
         type_="charge",

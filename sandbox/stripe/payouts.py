@@ -93,10 +93,8 @@ def _new(
 ) -> dict[str, Any]:
     payout_id = new_id("po")
     txn = balance.record(
-        acct.store,
-        acct.clock,
+        acct,
         amount=-amount,
-        fee=0,
         currency=currency,
         source=payout_id,
         type_="payout",
@@ -154,10 +152,8 @@ def _finish(acct: Account, payout: dict[str, Any]) -> None:
 
 def _fail(acct: Account, payout: dict[str, Any], failure_code: str) -> None:
     txn = balance.record(
-        acct.store,
-        acct.clock,
+        acct,
         amount=payout["amount"],
-        fee=0,
         currency=payout["currency"],
         source=payout["id"],
         type_="payout_failure",

@@ -100,10 +100,8 @@ def create_refund(acct: Account, params: dict[str, Any]) -> dict[str, Any]:
             )
         refund_id = new_id("re")
         txn = balance.record(
-            acct.store,
-            acct.clock,
+            acct,
             amount=-amount,
-            fee=0,
             currency=charge["currency"],
             source=refund_id,
             type_="refund",
@@ -156,10 +154,8 @@ def fail_refund(acct: Account, refund_id: str, failure_reason: str) -> dict[str,
             return refund  # failed already (a control call raced the timer)
         charge = acct.store.get("charges", refund["charge"])
         txn = balance.record(
-            acct.store,
-            acct.clock,
+            acct,
             amount=refund["amount"],
-            fee=0,
             currency=refund["currency"],
             source=refund_id,
             type_="refund_failure",

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import balance_txns, ledger
 from core.errors import InvalidRequest, LedgerUnbalanced
 from core.ledger import Posting
 from core.models import LedgerEntry, LedgerTransaction
@@ -39,7 +39,7 @@ def read(engine: Engine, fn):
 
 
 def test_a_balanced_transaction_posts_and_reads_back(clean_engine: Engine) -> None:
-    postings = ledger.payment_postings(5000, "USD", fee=175)
+    postings = ledger.payment_postings(5000, "USD")
     txn = post(clean_engine, "payment:pi_1", postings, order_id="ord_1", description="pay")
 
     assert txn is not None and txn.startswith("led_")
@@ -146,16 +146,40 @@ def test_ten_concurrent_posts_of_one_source_make_exactly_one_transaction(
     assert read(clean_engine, ledger.trial_balance) == {"usd": 0}
 
 
+def bt(txn_id: str, category: str, amount: int, fee: int, currency: str = "usd") -> dict:
+    """A Stripe balance transaction, signed as Stripe reports it."""
+    return {
+        "id": txn_id,
+        "reporting_category": category,
+        "amount": amount,
+        "fee": fee,
+        "net": amount - fee,
+        "currency": currency,
+    }
+
+
 def test_balances_follow_an_order_through_its_life(clean_engine: Engine) -> None:
     order = "ord_life"
     steps = [
         ("payment:pi_1", "payment", ledger.payment_postings(10_000, "usd")),
-        ("fee:txn_1", "fee", ledger.fee_postings(320, "usd")),
+        (
+            "txn:txn_1",
+            "stripe_settlement",
+            balance_txns.own_postings(bt("txn_1", "charge", 10_000, 320), 10_000, "usd"),
+        ),
         ("refund:re_1", "refund", ledger.refund_postings(2_000, "usd")),
         # A dispute's balance transactions, signed as Stripe reports them: the withdrawal of the
         # amount and its fee, then (won) the reinstatement of the amount only.
-        ("txn:txn_w", "dispute", ledger.dispute_postings(-8_000, 1_500, "usd")),
-        ("txn:txn_r", "dispute", ledger.dispute_postings(8_000, 0, "usd")),
+        (
+            "txn:txn_w",
+            "dispute",
+            balance_txns.own_postings(bt("txn_w", "dispute", -8_000, 1_500), -8_000, "usd"),
+        ),
+        (
+            "txn:txn_r",
+            "dispute",
+            balance_txns.own_postings(bt("txn_r", "dispute_reversal", 8_000, 0), 8_000, "usd"),
+        ),
     ]
     for source, kind, postings in steps:
         assert post(clean_engine, source, postings, kind=kind, order_id=order)
@@ -187,28 +211,61 @@ def test_balances_follow_an_order_through_its_life(clean_engine: Engine) -> None
     assert sorted(kinds) == sorted(k for _, k, _ in steps)
 
 
+def test_an_eur_charge_settled_in_usd_leaves_no_eur_in_the_stripe_balance(
+    clean_engine: Engine,
+) -> None:
+    """Stripe API, BalanceTransaction.exchange_rate: a 10.00 EUR charge converted to 12.34 USD
+    has amount 1234, currency usd, exchange_rate 1.234. The sale stays in EUR, the Stripe
+    balance holds USD only, and the conversion sits in the currency trading account."""
+    charge = bt("txn_fx", "charge", 10_843, 344)
+    post(clean_engine, "payment:pi_fx", ledger.payment_postings(10_000, "eur"))
+    post(clean_engine, "txn:txn_fx", balance_txns.own_postings(charge, 10_000, "eur"))
+    refund = bt("txn_fxr", "refund", -2_170, 0)
+    post(clean_engine, "refund:re_fx", ledger.refund_postings(2_000, "eur"))
+    post(clean_engine, "txn:txn_fxr", balance_txns.own_postings(refund, -2_000, "eur"))
+    # A chargeback of the rest, withdrawn (with the USD dispute fee) in USD.
+    withdrawal = bt("txn_fxd", "dispute", -8_680, 1_500)
+    post(clean_engine, "txn:txn_fxd", balance_txns.own_postings(withdrawal, -8_000, "eur"))
+
+    got = read(clean_engine, ledger.balances)
+    assert got[(ledger.STRIPE_BALANCE, "usd")] == 10_843 - 344 - 2_170 - 8_680 - 1_500
+    assert got.get((ledger.STRIPE_BALANCE, "eur"), 0) == 0
+    assert got[(ledger.REVENUE, "eur")] == -10_000
+    assert got[(ledger.REFUNDS, "eur")] == 2_000
+    assert got[(ledger.DISPUTES, "eur")] == 8_000
+    assert got[(ledger.STRIPE_FEES, "usd")] == 344
+    assert got[(ledger.DISPUTE_FEES, "usd")] == 1_500
+    # EUR in, USD out: the position is flat in EUR and holds the rounding/rate drift in USD.
+    assert got[(ledger.FX_CONVERSION, "eur")] == 0
+    assert got[(ledger.FX_CONVERSION, "usd")] == -(10_843 - 2_170 - 8_680)
+    assert read(clean_engine, ledger.trial_balance) == {"usd": 0, "eur": 0}
+
+
 def test_every_posting_helper_balances() -> None:
     built = [
         ledger.payment_postings(100, "usd"),
-        ledger.payment_postings(100, "usd", fee=3),
-        ledger.fee_postings(3, "usd"),
         ledger.refund_postings(40, "usd"),
         ledger.refund_postings(40, "usd", ledger.UNMATCHED_PAYMENTS),
         ledger.refund_failure_postings(40, "usd"),
         ledger.unmatched_payment_postings(100, "eur"),
-        ledger.dispute_postings(-100, 0, "usd"),
-        ledger.dispute_postings(-100, 15, "usd"),
-        ledger.dispute_postings(100, -15, "usd"),
-        ledger.dispute_postings(0, 15, "usd"),
+        ledger.conversion_postings(100, "eur", 108, "usd"),
+        ledger.conversion_postings(-100, "eur", -109, "usd"),
+        balance_txns.own_postings(bt("t", "dispute", -100, 0), -100, "usd"),
+        balance_txns.own_postings(bt("t", "dispute", -100, 15), -100, "usd"),
+        balance_txns.own_postings(bt("t", "dispute_reversal", 100, -15), 100, "usd"),
+        balance_txns.own_postings(bt("t", "dispute", -108, 15), -100, "eur"),
+        balance_txns.own_postings(bt("t", "charge", 108, 33), 100, "eur"),
     ]
     for postings in built:
         ledger.check_balanced(postings)
         assert sum(p.amount_minor for p in postings) == 0
+    # Same currency, nothing to convert; a fee alone is a transaction of its own.
+    assert ledger.conversion_postings(100, "usd", 100, "usd") == []
+    assert balance_txns.own_postings(bt("t", "refund", -40, 0), -40, "usd") == []
     for bad in (
         lambda: ledger.payment_postings(0, "usd"),
         lambda: ledger.refund_postings(-5, "usd"),
-        lambda: ledger.fee_postings(0, "usd"),
-        lambda: ledger.dispute_postings(0, 0, "usd"),
+        lambda: ledger.conversion_postings(100, "eur", -108, "usd"),
         lambda: ledger.unmatched_payment_postings(0, "usd"),
     ):
         with pytest.raises(InvalidRequest):

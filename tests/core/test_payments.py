@@ -210,6 +210,7 @@ def balance_transaction(bt_id: str, amount: int, fee: int, category: str) -> dic
         "net": amount - fee,
         "currency": "usd",
         "created": CREATED,
+        "available_on": CREATED,
         "type": "adjustment",
         "reporting_category": category,
     }
@@ -301,7 +302,7 @@ def end_state(engine: Engine, sale: Sale, payloads: list[dict[str, Any]]) -> dic
         outbox_topics = s.scalars(
             select(OutboxMessage.topic).where(
                 OutboxMessage.ordering_key.in_(
-                    [payments.order_key(sale.order_id), payments.fees_key(sale.order_id)]
+                    [payments.order_key(sale.order_id), payments.balance_key(sale.order_id)]
                 )
             )
         ).all()
@@ -336,7 +337,7 @@ SETTLED = {
     },
     "stock": (QUANTITY, 0, QUANTITY, 0),
     "holds": [(QUANTITY, inventory.COMMITTED)],
-    "outbox": {payments.FETCH_FEES, payments.PUSH_ORDER_TO_SHOPIFY},
+    "outbox": {payments.BOOK_BALANCE, payments.PUSH_ORDER_TO_SHOPIFY},
     "inbox": {inbox.PROCESSED: 5},
     "trial_balance_zero": True,
 }
@@ -607,7 +608,7 @@ def test_paid_after_the_hold_was_released_takes_the_stock_again(
     assert end["holds"] == [(QUANTITY, inventory.COMMITTED)]
     assert end["stock"] == (QUANTITY, 0, QUANTITY, 0)
     assert end["ledger"] == {ledger.STRIPE_BALANCE: AMOUNT, ledger.REVENUE: -AMOUNT}
-    assert end["outbox"] == {payments.FETCH_FEES, payments.PUSH_ORDER_TO_SHOPIFY}
+    assert end["outbox"] == {payments.BOOK_BALANCE, payments.PUSH_ORDER_TO_SHOPIFY}
     assert_stock_sound(clean_engine, sku)
 
 
@@ -635,7 +636,7 @@ def test_paid_after_the_stock_was_sold_to_another_is_cancelled_and_refunded(
     assert end["holds"] == [(QUANTITY, inventory.RELEASED)]
     assert end["stock"] == (QUANTITY, QUANTITY, 0, 0)  # still the other checkout's hold only
     assert end["ledger"] == {ledger.STRIPE_BALANCE: AMOUNT, ledger.REVENUE: -AMOUNT}
-    assert end["outbox"] == {payments.FETCH_FEES, payments.REFUND}
+    assert end["outbox"] == {payments.BOOK_BALANCE, payments.REFUND}
     with Session(clean_engine) as s:
         message = s.scalar(select(OutboxMessage).where(OutboxMessage.topic == payments.REFUND))
         row = s.scalar(select(Refund).where(Refund.order_id == sale.order_id))
@@ -899,7 +900,7 @@ def test_a_payment_that_differs_from_its_order_is_flagged_not_sold(
     assert (end["status"], end["cancel_reason"]) == (orders.CANCELLED, payments.PAYMENT_MISMATCH)
     assert end["holds"] == [(QUANTITY, inventory.RELEASED)]
     assert end["stock"] == (QUANTITY, 0, 0, QUANTITY)
-    assert end["outbox"] == {payments.FETCH_FEES}
+    assert end["outbox"] == {payments.BOOK_BALANCE}
     assert end["trial_balance_zero"]
     with Session(clean_engine) as s:
         assert ledger.balances(s) == {

@@ -60,7 +60,7 @@ def test_browse_checkout_pay_webhook_ledger_shopify(stack: Stack) -> None:
             "SELECT topic FROM outbox WHERE payload->>'order_id' = :o", o=body["order_id"]
         )
     }
-    assert {"shopify.push_order", "stripe.fetch_fees"} <= topics
+    assert {"shopify.push_order", "stripe.book_balance_transactions"} <= topics
 
     stack.settle()
     shopify_id = stack.scalar(
@@ -76,7 +76,7 @@ def test_browse_checkout_pay_webhook_ledger_shopify(stack: Stack) -> None:
     # The Stripe fee was posted too, and everything still balances.
     assert (
         stack.scalar(
-            "SELECT count(*) FROM ledger_txn WHERE order_id = :o AND kind = 'fee'",
+            "SELECT count(*) FROM ledger_txn WHERE order_id = :o AND kind = 'stripe_settlement'",
             o=body["order_id"],
         )
         == 1

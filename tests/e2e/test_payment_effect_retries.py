@@ -25,7 +25,7 @@ PATIENT = RetryPolicy(max_attempts=100, base_seconds=0.0, cap_seconds=0.0)
 GATEWAY_METHOD = {
     "stripe.refund": "refund",
     "stripe.cancel_payment_intent": "cancel_payment_intent",
-    "stripe.fetch_fees": "latest_charge",
+    "stripe.book_balance_transactions": "latest_charge",
 }
 
 
@@ -149,15 +149,19 @@ def stack_post_cancel(stack: Stack, checkout_id: str) -> str:
 
 
 @pytest.mark.parametrize("phase", PHASES)
-def test_fees_retried_after_dying_are_booked_once(stack: Stack, phase: str) -> None:
+def test_a_charge_balance_transaction_retried_after_dying_is_booked_once(
+    stack: Stack, phase: str
+) -> None:
     body = checkout(stack, [{"sku": skus_with_stock(stack)[16], "quantity": 1}]).json()
     order_id, pi_id = body["order_id"], body["payment"]["payment_intent_id"]
     stack.stripe_client().v1.payment_intents.confirm(pi_id, {"payment_method": "pm_card_visa"})
     stack.wait_webhooks()
 
-    first_attempt_dies(stack, "stripe.fetch_fees", phase, order_id, f"/v1/payment_intents/{pi_id}")
+    first_attempt_dies(
+        stack, "stripe.book_balance_transactions", phase, order_id, f"/v1/payment_intents/{pi_id}"
+    )
 
-    assert ledger_kinds(stack, order_id) == ["fee", "payment"]
+    assert ledger_kinds(stack, order_id) == ["payment", "stripe_settlement"]
     charge = (
         stack.stripe_client()
         .v1.payment_intents.retrieve(pi_id, {"expand": ["latest_charge.balance_transaction"]})
@@ -165,7 +169,8 @@ def test_fees_retried_after_dying_are_booked_once(stack: Stack, phase: str) -> N
     )
     fee = stack.scalar(
         "SELECT e.amount_minor FROM ledger_entry e JOIN ledger_txn t ON t.id = e.txn_id "
-        "WHERE t.order_id = :o AND t.kind = 'fee' AND e.account = 'expenses:stripe_fees'",
+        "WHERE t.order_id = :o AND t.kind = 'stripe_settlement'"
+        " AND e.account = 'expenses:stripe_fees'",
         o=order_id,
     )
     assert fee == charge.balance_transaction.fee

@@ -111,7 +111,7 @@ def test_a_payment_for_another_amount_is_flagged_and_never_sold(stack: Stack) ->
 
 
 def test_a_stripe_read_outage_holds_back_fees_but_not_the_shopify_push(stack: Stack) -> None:
-    """Fees wait on their own ordering key (`fees:<order>`): per-key order (DESIGN.md, outbox)
+    """Fees wait on their own ordering key (`balance:<order>`): per-key order (DESIGN.md, outbox)
     must not make the order's Shopify push wait for Stripe."""
     body = checkout(stack, [{"sku": skus_with_stock(stack)[11], "quantity": 1}]).json()
     order_id = body["order_id"]
@@ -127,7 +127,7 @@ def test_a_stripe_read_outage_holds_back_fees_but_not_the_shopify_push(stack: St
             relay.run_once(stack.engine, stack.handlers(), policy=patient)
         topics = {t: (k, s) for t, k, s in outbox_topics(stack, order_id)}
         assert topics["shopify.push_order"] == (f"order:{order_id}", "sent")
-        assert topics["stripe.fetch_fees"] == (f"fees:{order_id}", "pending")
+        assert topics["stripe.book_balance_transactions"] == (f"balance:{order_id}", "pending")
         assert "pushed_to_shopify" in kinds(stack, order_id)
     finally:
         stack.clear_faults()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import httpx
+from sqlalchemy import text
 
 from checks.payouts import CHECK, payout_mismatch
 from checks.registry import CheckContext
@@ -19,6 +20,7 @@ from sandbox.stripe.balance import SETTLEMENT_SECONDS
 from tests.e2e.conftest import STRIPE_KEY, Stack
 from tests.e2e.helpers import checkout, paid_order, skus_with_stock
 from tests.e2e.test_reconcile import dropped, resend
+from tests.e2e.test_reconcile import reconcile as reconcile_check
 
 
 def run_payouts(stack: Stack) -> list[dict]:
@@ -60,7 +62,7 @@ def test_a_clean_payout_is_booked_once_in_transit_and_matches(stack: Stack) -> N
     [payout] = run_payouts(stack)
     net = body["amount"] - stack.scalar(
         "SELECT sum(e.amount_minor) FROM ledger_txn t JOIN ledger_entry e ON e.txn_id = t.id"
-        " WHERE t.order_id = :o AND t.kind = 'fee' AND e.account = :a",
+        " WHERE t.order_id = :o AND t.kind = 'stripe_settlement' AND e.account = :a",
         o=body["order_id"],
         a=ledger.STRIPE_FEES,
     )
@@ -124,3 +126,38 @@ def test_a_failed_payout_is_reversed(stack: Stack) -> None:
     rows = payout_txns(stack, payout["id"])
     assert {r[0] for r in rows} == {f"payout:{payout['id']}", f"payout_failed:{payout['id']}"}
     assert sum(r[2] for r in rows if r[1] == ledger.PAYOUTS_IN_TRANSIT) == 0
+    # The returned funds go out with the next payout, as its `payout_reversal` transaction:
+    # covered money like any other, and our `payout_failed:` booking holds it.
+    [again] = run_payouts(stack)
+    assert again["amount"] == payout["amount"]
+    assert again["id"] not in check(stack)
+    [stored] = stack.sql(
+        "SELECT value->'stripe' FROM sync_cursor WHERE name = :n", n=f"payout:{again['id']}"
+    )
+    assert [t["category"] for t in stored[0]] == ["payout_reversal"]
+
+
+def test_a_payout_whose_webhooks_were_all_lost_is_booked_by_the_reconciler(stack: Stack) -> None:
+    """Stripe keeps undelivered events listable for 30 days: the reconciler's pull applies
+    `payout.paid` / `payout.reconciliation_completed` from the event log, and its repair (no
+    cursor) books payouts from the payouts list, so the check still verifies them."""
+    from core import reconcile
+
+    reconcile_check(stack)  # the pull's cursor now follows the event log
+    for repair in (False, True):
+        paid_order(stack, skus_with_stock(stack)[0])
+        with dropped(stack):
+            [payout] = run_payouts(stack)
+        assert payout_txns(stack, payout["id"]) == []
+        if repair:  # Stripe no longer has our cursor event: the pull lists objects instead
+            with stack.engine.begin() as conn:
+                conn.execute(
+                    text("DELETE FROM sync_cursor WHERE name = :n"), {"n": reconcile.EVENTS_CURSOR}
+                )
+        reconcile_check(stack)
+        assert [r[0] for r in payout_txns(stack, payout["id"])] == [f"payout:{payout['id']}"] * 2
+        assert payout["id"] not in check(stack)
+        [stored] = stack.sql(
+            "SELECT value->'stripe' FROM sync_cursor WHERE name = :n", n=f"payout:{payout['id']}"
+        )
+        assert stored[0], "verified against its balance transactions"
