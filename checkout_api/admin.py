@@ -23,7 +23,7 @@ from checkout_api.schemas import ErrorBody, OrderOut, RefundCreate
 from checks.runner import RunResult, run_checks
 from core import orders, refunds, relay, violations
 from core.db import transaction
-from core.errors import InvalidRequest, NotFound, Unauthorized
+from core.errors import NotFound, Unauthorized
 from core.models import Violation
 
 
@@ -67,7 +67,10 @@ class ViolationOut(msgspec.Struct):
 
 
 class ViolationList(msgspec.Struct):
+    """A page of violations; `has_more`: pass the last id as `starting_after` for the next."""
+
     data: list[ViolationOut]
+    has_more: bool
 
 
 class CheckRunOut(msgspec.Struct):
@@ -216,16 +219,23 @@ class AdminController(Controller):
     @get(
         "/violations",
         sync_to_thread=True,
-        summary="List violations, newest first: open, resolved, or both when status is omitted",
+        summary="List violations, newest first: open, resolved, or both when status is omitted; "
+        "paged with limit (1-1000) and starting_after (the last id of the previous page)",
         responses={
-            422: ResponseSpec(ErrorBody, description="unknown status"),
+            404: ResponseSpec(ErrorBody, description="starting_after names no violation"),
+            422: ResponseSpec(ErrorBody, description="unknown status, or limit out of range"),
             401: ResponseSpec(ErrorBody, description="unauthorized"),
         },
     )
-    def list_violations(self, ctx: Ctx, status: FromQuery[str | None] = None) -> ViolationList:
-        if status not in (None, violations.OPEN, violations.RESOLVED):
-            raise InvalidRequest("status is open or resolved", param="status")
+    def list_violations(
+        self,
+        ctx: Ctx,
+        status: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        starting_after: FromQuery[str | None] = None,
+    ) -> ViolationList:
         with Session(ctx.engine) as session:
-            return ViolationList(
-                [violation_out(v) for v in violations.listing(session, status=status)]
+            found, more = violations.page(
+                session, status=status, limit=limit, starting_after=starting_after
             )
+            return ViolationList([violation_out(v) for v in found], more)

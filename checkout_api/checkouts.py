@@ -13,7 +13,13 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from sqlalchemy.orm import Session
 
 from checkout_api.deps import Ctx
-from checkout_api.idempotent import IDEMPOTENCY_KEY, require_key, to_response
+from checkout_api.idempotent import (
+    IDEMPOTENCY_KEY,
+    AnswerSummary,
+    require_key,
+    summarize,
+    to_response,
+)
 from checkout_api.schemas import (
     CheckoutCreate,
     CheckoutLine,
@@ -70,15 +76,12 @@ def require_checkout_id(checkout_id: str) -> str:
     return checkout_id
 
 
-def _outcome_label(outcome: Answer) -> str:
+def _outcome_label(outcome: Answer, summary: AnswerSummary) -> str:
     if outcome.replayed:
         return "replayed"
     if outcome.status < 300:
         return "created"
-    try:
-        return msgspec.json.decode(outcome.body)["error"]["code"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        return str(outcome.status)
+    return summary.error.code if summary.error else str(outcome.status)
 
 
 class CheckoutController(Controller):
@@ -106,8 +109,9 @@ class CheckoutController(Controller):
                 ctx.engine, ctx.gateway, ctx.settings, idempotency_key=key, body=body, request=req
             )
         )
-        CHECKOUTS.labels(ctx.settings.region, _outcome_label(outcome)).inc()
-        return to_response(outcome)
+        summary = summarize(outcome)
+        CHECKOUTS.labels(ctx.settings.region, _outcome_label(outcome, summary)).inc()
+        return to_response(outcome, summary)
 
     @post(
         "/{checkout_id:str}/cancel",

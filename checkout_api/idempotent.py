@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-
+import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.enums import ParamType
@@ -45,13 +43,35 @@ async def key_before_body(request: Request) -> None:
         require_key(request.headers.get(IDEMPOTENCY_KEY))
 
 
-def to_response(outcome: Answer) -> Response[bytes]:
-    """The stored response byte for byte; a replay says so in `Idempotent-Replayed`."""
+class _ErrorCode(msgspec.Struct):
+    code: str
+
+
+class AnswerSummary(msgspec.Struct):
+    """The two things the HTTP side wants to know of a stored answer (its order for the log
+    line, its error code for metrics); decoding only these skips the rest of the body."""
+
+    order_id: str | None = None
+    error: _ErrorCode | None = None
+
+
+_summary = msgspec.json.Decoder(AnswerSummary)
+
+
+def summarize(outcome: Answer) -> AnswerSummary:
+    try:
+        return _summary.decode(outcome.body)
+    except msgspec.DecodeError:  # an answer of another shape: nothing to tell
+        return AnswerSummary()
+
+
+def to_response(outcome: Answer, summary: AnswerSummary | None = None) -> Response[bytes]:
+    """The stored response byte for byte; a replay says so in `Idempotent-Replayed`. Its order
+    joins the request's log context."""
     headers = {REPLAYED: "true"} if outcome.replayed else {}
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        order_id = json.loads(outcome.body).get("order_id")
-        if order_id:
-            structlog.contextvars.bind_contextvars(order_id=order_id)
+    order_id = (summary or summarize(outcome)).order_id
+    if order_id:
+        structlog.contextvars.bind_contextvars(order_id=order_id)
     return Response(
         outcome.body, status_code=outcome.status, headers=headers, media_type=MediaType.JSON
     )

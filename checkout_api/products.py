@@ -1,4 +1,5 @@
-"""Storefront catalog: products priced in the region's currency, `available` = sellable."""
+"""Storefront catalog: products priced in the region's currency, `available` = sellable.
+Each read is one statement in autocommit: one round trip, no BEGIN or ROLLBACK around it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
-from sqlalchemy.orm import Session
 
 from checkout_api.deps import Ctx
 from checkout_api.schemas import ProductOut, ProductPage, VariantOut
 from core import catalog
+from core.db import autocommit
 
 # Cursors are ones we minted: unpadded URL-safe base64. Anything else is refused as a 422
 # before it reaches the decoder.
@@ -43,13 +44,13 @@ class ProductController(Controller):
             str | None, QueryParameter(max_length=200, pattern=CURSOR_PATTERN)
         ] = None,
     ) -> ProductPage:
-        with Session(ctx.engine) as session:
+        with autocommit(ctx.engine) as conn:
             views, next_cursor = catalog.list_products(
-                session, currency=ctx.settings.currency, limit=limit, cursor=cursor
+                conn, currency=ctx.settings.currency, limit=limit, cursor=cursor
             )
         return ProductPage([_out(v) for v in views], next_cursor is not None, next_cursor)
 
     @get("/{handle:str}", sync_to_thread=True, summary="One product by handle")
     def get_product(self, ctx: Ctx, handle: FromPath[str]) -> ProductOut:
-        with Session(ctx.engine) as session:
-            return _out(catalog.get_product(session, handle, currency=ctx.settings.currency))
+        with autocommit(ctx.engine) as conn:
+            return _out(catalog.get_product(conn, handle, currency=ctx.settings.currency))

@@ -9,8 +9,9 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Row, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -140,59 +141,77 @@ def _decode_cursor(cursor: str) -> str:
         raise InvalidRequest("cursor is not valid", param="cursor") from exc
 
 
-def _views(session: Session, products: Sequence[Product], currency: str) -> list[ProductView]:
-    if not products:
-        return []
-    # One query for every variant of the page: price in the region's currency and sellable.
-    rows = session.execute(
-        select(
-            Variant.product_id,
-            Variant.sku,
-            Variant.title,
-            VariantPrice.amount_minor,
-            (Stock.shopify_available - Stock.reserved - Stock.committed).label("sellable"),
-        )
-        .join(VariantPrice, (VariantPrice.sku == Variant.sku) & (VariantPrice.currency == currency))
-        .join(Stock, Stock.sku == Variant.sku)
-        .where(Variant.product_id.in_([p.id for p in products]))
-        .order_by(Variant.product_id, Variant.position, Variant.sku)
-    ).all()
-    by_product: dict[str, list[VariantView]] = {}
-    for product_id, sku, title, price, sellable in rows:
-        by_product.setdefault(product_id, []).append(
-            VariantView(sku, title, price, currency, max(0, sellable))
-        )
-    return [
-        ProductView(
-            p.handle, p.title, p.category, p.description, p.image_url, by_product.get(p.id, [])
-        )
-        for p in products
-    ]
+# What the storefront shows of the products in `p`: each with its variants priced in
+# :currency, in position order, with their sellable count; a product none of whose variants
+# sells in that currency comes with no variants. One statement, one round trip.
+_WITH_VARIANTS = """
+    SELECT p.handle, p.title, p.category, p.description, p.image_url,
+           v.sku, v.title AS variant_title, v.price, v.sellable
+      FROM {products} p
+      LEFT JOIN LATERAL (
+            SELECT variant.sku, variant.title, variant.position, price.amount_minor AS price,
+                   stock.shopify_available - stock.reserved - stock.committed AS sellable
+              FROM variant
+              JOIN variant_price price
+                ON price.sku = variant.sku AND price.currency = :currency
+              JOIN stock ON stock.sku = variant.sku
+             WHERE variant.product_id = p.id) v ON true
+     ORDER BY p.handle, v.position, v.sku
+"""
+
+# -- product_by_handle --
+_PRODUCT = text(
+    _WITH_VARIANTS.format(
+        products="(SELECT * FROM product WHERE handle = :handle AND status = 'active')"
+    )
+)
+
+# -- product_page --
+# Active products by handle after the cursor's; one more than the page, to tell whether
+# another page follows.
+_PRODUCT_PAGE = text(
+    _WITH_VARIANTS.format(
+        products="""(SELECT * FROM product
+                      WHERE status = 'active' AND handle > :after
+                      ORDER BY handle
+                      LIMIT :limit)"""
+    )
+)
+
+
+def _views(rows: Sequence[Row[Any]], currency: str) -> list[ProductView]:
+    views: list[ProductView] = []
+    for row in rows:
+        if not views or views[-1].handle != row.handle:
+            views.append(
+                ProductView(row.handle, row.title, row.category, row.description, row.image_url)
+            )
+        if row.sku is not None:
+            views[-1].variants.append(
+                VariantView(row.sku, row.variant_title, row.price, currency, max(0, row.sellable))
+            )
+    return views
 
 
 def list_products(
-    session: Session, *, currency: str, limit: int = 20, cursor: str | None = None
+    db: Session | Connection, *, currency: str, limit: int = 20, cursor: str | None = None
 ) -> tuple[list[ProductView], str | None]:
     """One page of active products by handle; returns (page, cursor of the next page or None)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}", param="limit")
-    query = select(Product).where(Product.status == "active").order_by(Product.handle)
-    if cursor:
-        query = query.where(Product.handle > _decode_cursor(cursor))
-    products = list(session.scalars(query.limit(limit + 1)))
-    more = len(products) > limit
-    products = products[:limit]
-    next_cursor = _encode_cursor(products[-1].handle) if more else None
-    return _views(session, products, currency), next_cursor
+    after = _decode_cursor(cursor) if cursor else ""
+    rows = db.execute(_PRODUCT_PAGE, {"after": after, "limit": limit + 1, "currency": currency})
+    views = _views(rows.all(), currency)
+    more = len(views) > limit
+    views = views[:limit]
+    return views, (_encode_cursor(views[-1].handle) if more else None)
 
 
-def get_product(session: Session, handle: str, *, currency: str) -> ProductView:
-    product = session.scalar(
-        select(Product).where(Product.handle == handle, Product.status == "active")
-    )
-    if product is None:
+def get_product(db: Session | Connection, handle: str, *, currency: str) -> ProductView:
+    rows = db.execute(_PRODUCT, {"handle": handle, "currency": currency}).all()
+    if not rows:
         raise NotFound(f"no product with handle {handle!r}", param="handle")
-    return _views(session, [product], currency)[0]
+    return _views(rows, currency)[0]
 
 
 def prices(session: Session, skus: Sequence[str], currency: str) -> dict[str, int]:

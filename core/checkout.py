@@ -1,6 +1,6 @@
 """Checkout as idempotent atomic phases (DESIGN.md "Idempotency").
 
-    started --(reserve stock + create order: one transaction)--> order_created
+    started --(reserve stock + create order: one statement)--> order_created
     order_created --(Stripe PaymentIntent, keyed dotshop-pi-<order id>)--> finished (201)
 
 A crash or Stripe outage between phases leaves the key at `order_created` with the stock still
@@ -9,20 +9,29 @@ same order and the same PaymentIntent, whichever region it lands in. A client th
 comes back is covered by core.completer, which runs the same `resume_steps`. Final business
 answers (409 insufficient stock, 404 unknown SKU) are stored responses too, replayed byte for
 byte.
+
+The hot path costs three round trips to PostgreSQL (issue 10; tests/checkout_api/
+test_round_trips.py): `idempotency.begin` inserts the key, phase 1 is one server-side function
+(`dotshop_checkout_reserve`, migration 0005) that holds the hot stock row only while it runs,
+and the PaymentIntent is recorded by one statement. The key's state carries what the later
+steps need (email, region, lines), so none of them reads the order back.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ARRAY, Connection, Engine, Integer, Text, bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from core import catalog, idempotency, inventory, orders
+from core import idempotency, inventory, orders
 from core.errors import (
     CheckoutExpired,
     Conflict,
@@ -35,6 +44,8 @@ from core.idempotency import (
     Answer,
     External,
     KeyRecord,
+    OneStatement,
+    Outcome,
     RecoveryPoint,
     Response,
     Step,
@@ -43,7 +54,6 @@ from core.idempotency import (
     lock_timeout_for,
 )
 from core.ids import new_id
-from core.logs import get_logger
 from core.models import Order
 from core.payments import enqueue_cancel_payment_intent
 from core.settings import REGIONS, Settings
@@ -56,7 +66,8 @@ ORDER_CREATED = "order_created"
 STOREFRONT = "storefront"
 CHECKOUT_PATH = "/v1/checkouts"
 CHECKOUT_SCOPE = f"{STOREFRONT}:POST {CHECKOUT_PATH}"
-log = get_logger("core.checkout")
+# What dotshop_checkout_reserve raises when a line's stock is not there (migration 0005).
+INSUFFICIENT_STOCK_SQLSTATE = "DS409"
 
 
 @dataclass(frozen=True)
@@ -67,104 +78,194 @@ class CheckoutRequest:
 
 
 def checkout_body(
-    order: Order | dict[str, Any], pi: PaymentIntentRef | None, lines: Sequence[orders.PricedLine]
+    order: dict[str, Any], pi: PaymentIntentRef | None, lines: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    o = (
-        order
-        if isinstance(order, dict)
-        else {
-            "checkout_id": order.checkout_id,
-            "order_id": order.id,
-            "status": order.status,
-            "amount": order.amount_minor,
-            "currency": order.currency,
-            "expires_at": order.expires_at.isoformat(),
-            "payment_intent_id": order.payment_intent_id,
-        }
-    )
+    """The checkout as the API answers it, from the key's state (or `order_facts`)."""
     return {
-        "id": o["checkout_id"],
-        "order_id": o["order_id"],
-        "status": o["status"],
-        "amount": o["amount"],
-        "currency": o["currency"],
-        "expires_at": o["expires_at"],
+        "id": order["checkout_id"],
+        "order_id": order["order_id"],
+        "status": order["status"],
+        "amount": order["amount"],
+        "currency": order["currency"],
+        "expires_at": order["expires_at"],
         "payment": {
             "provider": "stripe",
-            "payment_intent_id": pi.id if pi else o.get("payment_intent_id"),
+            "payment_intent_id": pi.id if pi else order.get("payment_intent_id"),
             "client_secret": pi.client_secret if pi else None,
         },
-        "lines": [{"sku": ln.sku, "quantity": ln.quantity} for ln in lines],
+        "lines": lines,
     }
+
+
+def order_facts(order: Order) -> dict[str, Any]:
+    """What a checkout's key state says about its order, read from the order row."""
+    return {
+        "checkout_id": order.checkout_id,
+        "order_id": order.id,
+        "status": order.status,
+        "amount": order.amount_minor,
+        "currency": order.currency,
+        "expires_at": order.expires_at.isoformat(),
+        "payment_intent_id": order.payment_intent_id,
+        "region": order.region,
+        "email": order.email,
+    }
+
+
+def _line_dicts(session: Session, order_id: str) -> list[dict[str, Any]]:
+    return [{"sku": ln.sku, "quantity": ln.quantity} for ln in orders.lines(session, order_id)]
+
+
+# -- checkout_reserve --
+# Phase 1 in one round trip: see dotshop_checkout_reserve in migration 0005.
+_RESERVE = text(
+    """
+    SELECT outcome, amount, unknown_skus
+      FROM dotshop_checkout_reserve(
+             :key_id, :locked_at, :state, :order_id, :checkout_id, :region, :currency, :email,
+             :shipping_address, :expires_at, :skus, :quantities, :reservation_ids)
+    """
+).bindparams(
+    bindparam("state", type_=JSONB),
+    bindparam("shipping_address", type_=JSONB),
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+    bindparam("reservation_ids", type_=ARRAY(Text)),
+)
 
 
 def _reserve_and_create(
     settings: Settings,
     request: CheckoutRequest,
     now: Callable[[], datetime],
-    session: Session,
+    conn: Connection,
     key: KeyRecord,
-) -> RecoveryPoint | Response:
+) -> Outcome | None:
     """started -> order_created: price the lines in this region's currency, create the order
-    and hold its stock, in one transaction. The only phase that needs the request itself."""
+    and hold its stock, in one statement. The only phase that needs the request itself."""
     lines = inventory.merge_lines(request.lines)
-    currency = settings.currency
-    prices = catalog.prices(session, [ln.sku for ln in lines], currency)
-    unknown = [ln.sku for ln in lines if ln.sku not in prices]
-    if unknown:
-        return error_response(UnknownSku(skus=unknown))
-    order_id, checkout_id = new_id("ord"), new_id("chk")
     expires_at = now() + timedelta(seconds=settings.reservation_ttl)
-    priced = [orders.PricedLine(ln.sku, ln.quantity, prices[ln.sku]) for ln in lines]
+    state = {
+        "order_id": new_id("ord"),
+        "checkout_id": new_id("chk"),
+        "status": orders.AWAITING_PAYMENT,
+        "currency": settings.currency,
+        "expires_at": expires_at.isoformat(),
+        "region": settings.region,
+        "email": request.email,
+        "lines": [{"sku": ln.sku, "quantity": ln.quantity} for ln in lines],
+    }
+    params = {
+        "key_id": key.id,
+        "locked_at": key.locked_at,
+        "state": state,
+        "shipping_address": request.shipping_address,
+        "expires_at": expires_at,
+        "skus": [ln.sku for ln in lines],
+        "quantities": [ln.quantity for ln in lines],
+        "reservation_ids": [new_id("rsv") for _ in lines],
+    }
+    params |= {k: state[k] for k in ("order_id", "checkout_id", "region", "currency", "email")}
     try:
-        with session.begin_nested():
-            order = orders.create(
-                session,
-                order_id=order_id,
-                checkout_id=checkout_id,
-                region=settings.region,
-                currency=currency,
-                email=request.email,
-                shipping_address=request.shipping_address,
-                lines=priced,
-                expires_at=expires_at,
-            )
-            inventory.reserve(session, order_id, lines, expires_at)
-    except InsufficientStock as exc:
-        return error_response(exc)
-    return RecoveryPoint(
-        ORDER_CREATED,
-        {
-            "order_id": order_id,
-            "checkout_id": checkout_id,
-            "amount": order.amount_minor,
-            "currency": currency,
-            "expires_at": expires_at.isoformat(),
-            "status": orders.AWAITING_PAYMENT,
-        },
-    )
+        row = conn.execute(_RESERVE, params).one()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_STOCK_SQLSTATE:
+            raise
+        conn.rollback()
+        detail = json.loads(exc.orig.diag.message_detail)  # type: ignore[union-attr]
+        # jsonb orders keys its own way; the answer keeps ours.
+        short = [{k: line[k] for k in ("sku", "requested", "available")} for line in detail]
+        return idempotency.finish_in_one(conn, key, error_response(InsufficientStock(skus=short)))
+    if row.outcome == "key_lost":
+        return None
+    if row.outcome == "unknown_sku":
+        unknown = UnknownSku(skus=list(row.unknown_skus))
+        return idempotency.finish_in_one(conn, key, error_response(unknown))
+    return RecoveryPoint(ORDER_CREATED, {**state, "amount": row.amount})
+
+
+def _facts(engine: Engine, key: KeyRecord) -> dict[str, Any]:
+    """The order as the key's state has it. Keys written before the state carried email and
+    region (migration 0005) read them from the order row."""
+    if "email" in key.state:
+        return key.state
+    with Session(engine) as session:
+        return {**key.state, **order_facts(session.get_one(Order, key.state["order_id"]))}
 
 
 def _create_payment_intent(
     engine: Engine, gateway: StripeGateway, key: KeyRecord
 ) -> PaymentIntentRef | PaymentProviderError:
-    """The PaymentIntent of the committed order, made from the order row alone (amount,
+    """The PaymentIntent of the committed order, made from the order's facts alone (amount,
     currency, email, and the payment rules of the region that created it), so that any API
     process of any region, or the completer, makes the very same one."""
-    with Session(engine) as session:
-        order = session.get_one(Order, key.state["order_id"])
-    rules = REGIONS[order.region]
+    order = _facts(engine, key)
+    rules = REGIONS[order["region"]]
     try:
         return gateway.create_payment_intent(
-            order_id=order.id,
-            amount=order.amount_minor,
-            currency=order.currency,
-            email=order.email,
+            order_id=order["order_id"],
+            amount=order["amount"],
+            currency=order["currency"],
+            email=order["email"],
             payment_method_types=rules["payment_method_types"],
             require_sca=rules["require_sca"],
         )
     except PaymentProviderError as exc:
         return exc  # Stripe refused for good: recorded below as the final answer
+
+
+# -- record_payment_intent --
+# order_created -> finished when all went well, in one statement: while the key is still this
+# request's, put the PaymentIntent on the order (still awaiting payment), log it on the
+# timeline and store the 201. Writes nothing when any of that does not hold.
+_RECORD_PAYMENT_INTENT = text(
+    """
+    WITH held_key AS (
+             SELECT id
+               FROM idempotency_key
+              WHERE id = :key_id AND locked_at = :locked_at AND recovery_point = :point
+                FOR UPDATE),
+         awaiting AS (
+             UPDATE orders
+                SET payment_intent_id = :payment_intent_id
+              WHERE id = :order_id AND status = 'awaiting_payment'
+                AND EXISTS (SELECT FROM held_key)
+             RETURNING id),
+         logged AS (
+             INSERT INTO order_event (order_id, kind, data)
+             SELECT id, 'payment_intent_created', :event FROM awaiting)
+    UPDATE idempotency_key
+       SET recovery_point = 'finished', response_status = 201, response_body = :body,
+           locked_at = NULL, last_run_at = now()
+     WHERE id IN (SELECT id FROM held_key) AND EXISTS (SELECT FROM awaiting)
+    RETURNING id
+    """
+).bindparams(bindparam("event", type_=JSONB))
+
+
+def _record_created(
+    conn: Connection, key: KeyRecord, result: PaymentIntentRef | PaymentProviderError
+) -> Response | None:
+    """The common ending in one round trip; None (nothing written) for every other ending,
+    which `_record_payment_intent` then handles."""
+    if isinstance(result, PaymentProviderError) or "lines" not in key.state:
+        return None
+    body = encode(checkout_body(key.state, result, key.state["lines"]))
+    recorded = conn.execute(
+        _RECORD_PAYMENT_INTENT,
+        {
+            "key_id": key.id,
+            "locked_at": key.locked_at,
+            "point": ORDER_CREATED,
+            "order_id": key.state["order_id"],
+            "payment_intent_id": result.id,
+            "event": {"payment_intent_id": result.id},
+            "body": body,
+        },
+    ).one_or_none()
+    if recorded is None:
+        return None
+    return Response(201, body)
 
 
 def _record_payment_intent(
@@ -182,8 +283,8 @@ def _record_payment_intent(
         # The hold expired while Stripe was unreachable and nobody finished the checkout.
         enqueue_cancel_payment_intent(session, order)
         return error_response(CheckoutExpired())
-    log.info("checkout_created", order_id=order.id, payment_intent_id=result.id)
-    return Response(201, encode(checkout_body(key.state, result, orders.lines(session, order.id))))
+    facts = {**order_facts(order), **key.state}
+    return Response(201, encode(checkout_body(facts, result, _line_dicts(session, order.id))))
 
 
 def resume_steps(engine: Engine, gateway: StripeGateway) -> dict[str, Step]:
@@ -191,7 +292,9 @@ def resume_steps(engine: Engine, gateway: StripeGateway) -> dict[str, Step]:
     request's own process, a retry in any region and the completer all run the same ones."""
     return {
         ORDER_CREATED: External(
-            call=partial(_create_payment_intent, engine, gateway), record=_record_payment_intent
+            call=partial(_create_payment_intent, engine, gateway),
+            record=_record_payment_intent,
+            record_in_one=_record_created,
         )
     }
 
@@ -220,7 +323,7 @@ def create_checkout(
         engine,
         begun,
         {
-            idempotency.STARTED: partial(_reserve_and_create, settings, request, now),
+            idempotency.STARTED: OneStatement(partial(_reserve_and_create, settings, request, now)),
             **resume_steps(engine, gateway),
         },
     )
@@ -250,7 +353,8 @@ def cancel_checkout(
             raise Conflict(
                 f"checkout is {order.status}; it cannot be cancelled", status=order.status
             )
-        return Response(200, encode(checkout_body(order, None, orders.lines(session, order.id))))
+        body = checkout_body(order_facts(order), None, _line_dicts(session, order.id))
+        return Response(200, encode(body))
 
     return idempotency.answer_once(
         engine,

@@ -21,6 +21,10 @@ A step returns `RecoveryPoint(name, state)` (commit and go on), or `Response(sta
 the key: raising means "retry may succeed"; a final business answer (409 insufficient stock)
 is a `Response`, so it is stored and replayed like a success (`final_errors` turns the
 business errors a step raises into such answers).
+
+Hot paths may write a phase as ONE self-fencing statement (`OneStatement`, or an External's
+`record_in_one`), run in autocommit: one round trip instead of BEGIN, lock, work, key update and
+COMMIT. `begin` is one round trip too for a new key and for a replay.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, delete, select, text, update
+import msgspec
+from sqlalchemy import Connection, Engine, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -46,6 +51,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from core.db import autocommit
 from core.errors import (
     Conflict,
     DotshopError,
@@ -160,9 +166,25 @@ class External(Generic[T]):
 
     call: Callable[[KeyRecord], T]
     record: Callable[[Session, KeyRecord, T], Outcome]
+    # Tried first when given: `record` as ONE statement that fences itself like a `OneStatement`
+    # does. It returns None when it does not apply (it then wrote nothing) and `record` runs.
+    record_in_one: Callable[[Connection, KeyRecord, T], Outcome | None] | None = None
 
 
-Step = Callable[[Session, KeyRecord], Outcome] | External[Any]
+@dataclass(frozen=True)
+class OneStatement:
+    """A step that is a whole atomic phase in ONE statement (or one server-side function), run
+    in autocommit: one round trip instead of BEGIN, lock, work, key update and COMMIT.
+
+    `run(conn, key)` must fence itself as a phase does: write only while the key row still
+    carries `key.locked_at` at `key.recovery_point` (locked FOR UPDATE), and move the key in the
+    same statement. It returns the outcome it committed, or None when the key was no longer
+    this request's (then it wrote nothing)."""
+
+    run: Callable[[Connection, KeyRecord], Outcome | None]
+
+
+Step = Callable[[Session, KeyRecord], Outcome] | External[Any] | OneStatement
 
 
 class PhaseSession(Session):
@@ -267,19 +289,57 @@ def begin(
     if len(scope) > 100:
         raise ValueError("idempotency scope longer than 100 characters")
     now = now or _utcnow()
+    fp = fingerprint(method, path, body)
     for attempt in _retrying():
         with attempt:
-            return _begin_once(
-                engine,
-                scope,
-                key,
-                method.upper(),
-                path,
-                fingerprint(method, path, body),
-                now,
-                lock_timeout,
+            return _begin_in_one(engine, scope, key, method.upper(), path, fp, now) or (
+                _begin_once(engine, scope, key, method.upper(), path, fp, now, lock_timeout)
             )
     raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
+
+
+# -- begin_key --
+# A new key is inserted locked for this request; an existing one is read as it stands (the
+# statement's snapshot), in the same round trip. ON CONFLICT waits for a concurrent inserter of
+# the same key to finish; if that one committed after our snapshot was taken, the read finds
+# nothing and begin() takes the locking path.
+_BEGIN_KEY = text(
+    """
+    WITH fresh AS (
+        INSERT INTO idempotency_key
+               (id, scope, key, request_method, request_path, request_fingerprint,
+                recovery_point, locked_at, state, last_run_at, expires_at)
+        VALUES (:id, :scope, :key, :method, :path, :fingerprint,
+                'started', :now, '{}', :now, :expires_at)
+        ON CONFLICT (scope, key) DO NOTHING
+        RETURNING *)
+    SELECT true AS fresh, * FROM fresh
+     UNION ALL
+    SELECT false AS fresh, * FROM idempotency_key
+     WHERE scope = :scope AND key = :key AND NOT EXISTS (SELECT FROM fresh)
+    """
+)
+
+
+def _begin_in_one(
+    engine: Engine, scope: str, key: str, method: str, path: str, fp: str, now: datetime
+) -> Begun | None:
+    """begin() in one round trip for what needs no lock: a new key, the stored answer of a
+    finished one, or a key reused for another request (a finished key and a key's request never
+    change while it lives). None: the key is unfinished or expired; the locking path decides."""
+    params = {"id": new_id("idk"), "scope": scope, "key": key, "method": method, "path": path}
+    params |= {"fingerprint": fp, "now": now, "expires_at": now + KEY_TTL}
+    with autocommit(engine) as conn:
+        row = conn.execute(_BEGIN_KEY, params).one_or_none()
+    if row is None or row.expires_at <= now:
+        return None
+    if row.fresh:
+        return _record(row)
+    if (row.request_fingerprint, row.request_method, row.request_path) != (fp, method, path):
+        raise IdempotencyKeyReused()
+    if row.recovery_point == FINISHED:
+        return Answer(row.response_status, bytes(row.response_body or b""), replayed=True)
+    return None
 
 
 def _begin_once(
@@ -317,9 +377,18 @@ def _begin_once(
         if inserted is not None:
             return _record(inserted)
 
-        row = session.execute(
-            select(_table).where(_table.c.scope == scope, _table.c.key == key).with_for_update()
-        ).one_or_none()
+        try:
+            row = session.execute(
+                select(_table)
+                .where(_table.c.scope == scope, _table.c.key == key)
+                .with_for_update(nowait=True)
+            ).one_or_none()
+        except DBAPIError as exc:
+            # Held by a phase of the request using it (or one taking it over): in flight. Stripe
+            # answers 409 then rather than making the retry wait for the phase to end.
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise IdempotencyKeyInUse() from None
+            raise
         if row is None:
             # Reaped between our INSERT and SELECT: run the transaction again.
             raise _Vanished()
@@ -346,6 +415,10 @@ def _begin_once(
             .returning(*_table.c)
         ).one()
         return _record(locked)
+
+
+# PostgreSQL's lock_not_available: FOR UPDATE NOWAIT found the row locked.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class _Vanished(Exception):
@@ -388,14 +461,18 @@ def _phase(engine: Engine, key: KeyRecord, isolation: str) -> Iterator[PhaseSess
             elif not isinstance(outcome, NoOp):
                 raise TypeError(f"a phase outcome must be an Outcome, not {outcome!r}")
             session.execute(update(_table).where(_table.c.id == key.id).values(**values))
-        # Committed: the in-memory record follows the row.
-        if isinstance(outcome, RecoveryPoint):
-            key.recovery_point = outcome.name
-            key.state = values["state"]
-        elif isinstance(outcome, Response):
-            key.recovery_point = FINISHED
-            key.locked_at = None
-            key.response = Answer(outcome.status, outcome.body)
+        _follow(key, outcome)
+
+
+def _follow(key: KeyRecord, outcome: Outcome) -> None:
+    """The phase committed `outcome`: the in-memory record follows the row."""
+    if isinstance(outcome, RecoveryPoint):
+        key.recovery_point = outcome.name
+        key.state = {**key.state, **(outcome.state or {})}
+    elif isinstance(outcome, Response):
+        key.recovery_point = FINISHED
+        key.locked_at = None
+        key.response = Answer(outcome.status, outcome.body)
 
 
 @contextmanager
@@ -414,6 +491,29 @@ def atomic_phase(
     except BaseException:
         _release(engine, key)
         raise
+
+
+# -- finish_key --
+# Store a request's final answer and unlock its key, while the key is still this request's at
+# the recovery point it knows (the UPDATE re-checks both on the newest row version).
+_FINISH_KEY = text(
+    """
+    UPDATE idempotency_key
+       SET recovery_point = 'finished', response_status = :status, response_body = :body,
+           locked_at = NULL, last_run_at = now()
+     WHERE id = :id AND locked_at = :locked_at AND recovery_point = :point
+    RETURNING id
+    """
+)
+
+
+def finish_in_one(conn: Connection, key: KeyRecord, response: Response) -> Response | None:
+    """For a `OneStatement` whose work came to nothing (a final business answer): store
+    `response` as the key's answer in one statement. None when the key is no longer ours."""
+    params = {"status": response.status, "body": response.body, "id": key.id}
+    params |= {"locked_at": key.locked_at, "point": key.recovery_point}
+    stored = conn.execute(_FINISH_KEY, params).one_or_none()
+    return None if stored is None else response
 
 
 def _release(engine: Engine, key: KeyRecord) -> None:
@@ -440,7 +540,7 @@ def unlock(engine: Engine, key_id: str) -> None:
 
 def encode(payload: dict[str, Any]) -> bytes:
     """A JSON body as we store and send it (compact; replayed byte for byte)."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return msgspec.json.encode(payload)
 
 
 def error_response(error: DotshopError) -> Response:
@@ -521,8 +621,14 @@ def run(
             if step is None:
                 raise KeyError(f"no step for recovery point {key.recovery_point!r}")
             before = key.recovery_point
-            if isinstance(step, External):
-                _run_phase(engine, key, partial(_record_external, step, step.call(key)), isolation)
+            if isinstance(step, OneStatement):
+                _run_in_one(engine, key, step.run, required=True)
+            elif isinstance(step, External):
+                result = step.call(key)
+                if step.record_in_one is None or not _run_in_one(
+                    engine, key, partial(_record_in_one, step, result), required=False
+                ):
+                    _run_phase(engine, key, partial(_record_external, step, result), isolation)
             else:
                 _run_phase(engine, key, step, isolation)
             if key.recovery_point == before:
@@ -536,6 +642,33 @@ def run(
 
 def _record_external(step: External[T], result: T, session: Session, key: KeyRecord) -> Outcome:
     return step.record(session, key, result)
+
+
+def _record_in_one(
+    step: External[T], result: T, conn: Connection, key: KeyRecord
+) -> Outcome | None:
+    assert step.record_in_one is not None
+    return step.record_in_one(conn, key, result)
+
+
+def _run_in_one(
+    engine: Engine,
+    key: KeyRecord,
+    statement: Callable[[Connection, KeyRecord], Outcome | None],
+    *,
+    required: bool,
+) -> bool:
+    """Run a self-fencing statement (see `OneStatement`); whether it applied. Not applying is
+    an error for a `OneStatement` (`required`): the key is no longer ours."""
+    for attempt in _retrying():
+        with attempt, autocommit(engine) as conn:
+            outcome = statement(conn, key)
+    if outcome is None:
+        if required:
+            raise IdempotencyKeyInUse("this request no longer holds its idempotency key")
+        return False
+    _follow(key, outcome)
+    return True
 
 
 def _run_phase(
@@ -646,6 +779,7 @@ __all__ = [
     "External",
     "KeyRecord",
     "NoOp",
+    "OneStatement",
     "Outcome",
     "PhaseSession",
     "RecoveryPoint",
@@ -659,6 +793,7 @@ __all__ = [
     "error_response",
     "final_errors",
     "fingerprint",
+    "finish_in_one",
     "lock_timeout_for",
     "provider_key",
     "reap_expired",

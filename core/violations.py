@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.models import CheckRun, Violation
 
@@ -140,10 +141,16 @@ def record_findings(
 
 
 def listing(
-    session: Session, *, status: str | None = None, checks: Iterable[str] | None = None
+    session: Session,
+    *,
+    status: str | None = None,
+    checks: Iterable[str] | None = None,
+    limit: int | None = None,
+    starting_after: str | None = None,
 ) -> list[Violation]:
-    """Violations, newest first: `open`, `resolved` or both."""
-    query = select(Violation).order_by(Violation.first_seen.desc(), Violation.id)
+    """Violations, newest first: `open`, `resolved` or both; at most `limit`, after the
+    violation `starting_after` (Stripe-style keyset paging: stable while new ones open)."""
+    query = select(Violation).order_by(Violation.first_seen.desc(), Violation.id.desc())
     if status == OPEN:
         query = query.where(Violation.resolved_at.is_(None))
     elif status == RESOLVED:
@@ -152,4 +159,32 @@ def listing(
         raise ValueError(f"status is {OPEN!r} or {RESOLVED!r}, not {status!r}")
     if checks is not None:
         query = query.where(Violation.check_name.in_(list(checks)))
+    if starting_after is not None:
+        after = session.get(Violation, starting_after)
+        if after is None:
+            raise NotFound("no such violation", starting_after=starting_after)
+        query = query.where(
+            tuple_(Violation.first_seen, Violation.id) < tuple_(after.first_seen, after.id)
+        )
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.scalars(query))
+
+
+MAX_PAGE = 1000
+
+
+def page(
+    session: Session,
+    *,
+    status: str | None = None,
+    limit: int = 100,
+    starting_after: str | None = None,
+) -> tuple[list[Violation], bool]:
+    """One page of `listing` for an API: the violations, and whether more follow."""
+    if status not in (None, OPEN, RESOLVED):
+        raise InvalidRequest("status is open or resolved", param="status")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit is between 1 and {MAX_PAGE}", param="limit")
+    rows = listing(session, status=status, limit=limit + 1, starting_after=starting_after)
+    return rows[:limit], len(rows) > limit

@@ -80,6 +80,11 @@ def test_run_now_and_list_violations_open_then_resolved(
 
     bad = client.get("/admin/v1/violations?status=lost", headers=AUTH)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+    for query in ("limit=0", "limit=1001"):
+        bad = client.get(f"/admin/v1/violations?{query}", headers=AUTH)
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "limit"
+    unknown = client.get("/admin/v1/violations?starting_after=vio_nope", headers=AUTH)
+    assert unknown.status_code == 404, unknown.text
 
 
 def test_the_check_routes_are_documented(client: TestClient) -> None:
@@ -89,8 +94,12 @@ def test_the_check_routes_are_documented(client: TestClient) -> None:
         "CheckRunOut"
     )
     listing = schema["paths"]["/admin/v1/violations"]["get"]
-    assert [p["name"] for p in listing["parameters"] if p["in"] == "query"] == ["status"]
-    assert {"200", "401", "422"} <= set(listing["responses"])
+    assert {p["name"] for p in listing["parameters"] if p["in"] == "query"} == {
+        "status",
+        "limit",
+        "starting_after",
+    }
+    assert {"200", "401", "404", "422"} <= set(listing["responses"])
     components = schema["components"]["schemas"]
     out = components[next(k for k in components if k.endswith("ViolationOut"))]
     assert {"check", "subject", "amount", "currency", "first_seen", "evidence"} <= set(

@@ -353,3 +353,96 @@ def test_serializable_phases_are_retried_on_serialization_failure(clean_engine: 
         t.join(30)
     assert sorted(r.body for r in results) == [b"0", b"1"], results
     assert len(attempts) == 3  # one phase ran twice
+
+
+# ---------------------------------------------------------------- phases of one statement
+
+# A phase of one statement, as core.checkout writes them: it fences itself on the key's lock
+# token and recovery point, and moves the key in the same statement.
+_ONE_STATEMENT_PHASE = text(
+    """
+    UPDATE idempotency_key
+       SET recovery_point = 'effect_created', state = state || '{"one": true}'
+     WHERE id = :id AND locked_at = :locked_at AND recovery_point = :point
+    RETURNING id
+    """
+)
+
+
+def _in_one(conn, key: idem.KeyRecord) -> idem.Outcome | None:
+    params = {"id": key.id, "locked_at": key.locked_at, "point": key.recovery_point}
+    moved = conn.execute(_ONE_STATEMENT_PHASE, params).one_or_none()
+    return None if moved is None else idem.RecoveryPoint("effect_created", {"one": True})
+
+
+def test_a_one_statement_phase_moves_the_key_and_the_run_goes_on(clean_engine: Engine) -> None:
+    """Issue 10: a phase may be one self-fencing statement (one round trip); the in-memory key
+    follows it like any phase and the next steps run from there."""
+    begun = _begin(clean_engine, "one-statement-key-0001")
+    assert isinstance(begun, idem.KeyRecord)
+
+    stored = idem.run(
+        clean_engine,
+        begun,
+        {"started": idem.OneStatement(_in_one), "effect_created": _one_state_response},
+    )
+
+    assert (stored.status, stored.body) == (200, b"one")
+    assert _begin(clean_engine, "one-statement-key-0001") == replay_of(stored)
+
+
+def _one_state_response(session, key: idem.KeyRecord) -> idem.Outcome:
+    return idem.Response(200, b"one" if key.state == {"one": True} else b"lost state")
+
+
+def test_a_one_statement_phase_of_a_lock_taken_over_writes_nothing(clean_engine: Engine) -> None:
+    """DESIGN.md "Idempotency": a request presumed dead (its lock taken over) may no longer
+    write under its key, whether its phase is a transaction or one statement."""
+    dead = _begin(clean_engine, "one-statement-key-0002", now=T0)
+    heir = _begin(
+        clean_engine, "one-statement-key-0002", now=T0 + idem.LOCK_TIMEOUT + timedelta(seconds=1)
+    )
+    assert isinstance(dead, idem.KeyRecord) and isinstance(heir, idem.KeyRecord)
+
+    with pytest.raises(IdempotencyKeyInUse):
+        idem.run(clean_engine, dead, {"started": idem.OneStatement(_in_one)})
+
+    with clean_engine.connect() as conn:
+        row = conn.execute(select(IdempotencyKey.__table__)).one()
+    assert (row.recovery_point, row.state, row.locked_at) == ("started", {}, heir.locked_at)
+
+
+def test_a_record_in_one_that_does_not_apply_falls_back_to_the_phase(
+    clean_engine: Engine,
+) -> None:
+    """An External's one-statement record is only a shortcut: when it writes nothing, `record`
+    runs in an atomic phase and decides."""
+    begun = _begin(clean_engine, "one-statement-key-0003")
+    seen: list[str] = []
+
+    def not_this_time(conn, key: idem.KeyRecord, result: str) -> idem.Outcome | None:
+        seen.append(f"in one: {result}")
+        return None
+
+    def record(session, key: idem.KeyRecord, result: str) -> idem.Outcome:
+        seen.append(f"phase: {result}")
+        return idem.Response(201, result.encode())
+
+    step = idem.External(call=lambda key: "pi_1", record=record, record_in_one=not_this_time)
+    stored = idem.run(clean_engine, begun, {"started": step})
+
+    assert (stored.status, stored.body, seen) == (201, b"pi_1", ["in one: pi_1", "phase: pi_1"])
+
+
+def test_finish_in_one_stores_the_answer_only_while_the_key_is_ours(clean_engine: Engine) -> None:
+    dead = _begin(clean_engine, "one-statement-key-0004", now=T0)
+    assert isinstance(dead, idem.KeyRecord)
+    answer = idem.Response(404, b'{"error": {"code": "unknown_sku"}}')
+    with clean_engine.connect() as conn:
+        stale = replace(dead, locked_at=T0 - timedelta(seconds=1))
+        assert idem.finish_in_one(conn, stale, answer) is None
+        assert idem.finish_in_one(conn, dead, answer) == answer
+        conn.commit()
+    assert _begin(clean_engine, "one-statement-key-0004") == idem.Answer(
+        404, answer.body, replayed=True
+    )

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from core import violations
 from core.db import transaction
+from core.errors import InvalidRequest
 from core.violations import Finding
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 def run(engine: Engine, check: str, findings: list[Finding], at: datetime) -> violations.Recorded:
@@ -55,3 +57,29 @@ def test_one_checks_run_never_resolves_another_checks_violations(clean_engine: E
         assert [v.check_name for v in violations.listing(s, status="open")] == ["oversell"]
     with pytest.raises(ValueError), transaction(clean_engine) as s:
         violations.record_findings(s, "run_x", "drift", [Finding("oversell", "SKU-1")], T0)
+
+
+def test_violations_page_newest_first_by_keyset_like_stripe_lists(clean_engine: Engine) -> None:
+    """Stripe-style paging (`limit`, `starting_after`, `has_more`): every violation exactly once,
+    newest first, even when several share a `first_seen` and new ones open meanwhile."""
+    for i in range(5):
+        run(clean_engine, f"check_{i}", [Finding(f"check_{i}", "s", None, None)], T0)
+    run(clean_engine, "later", [Finding("later", "s", None, None)], T0 + timedelta(minutes=1))
+    seen: list[str] = []
+    after = None
+    with Session(clean_engine) as s:
+        while True:
+            found, more = violations.page(s, limit=2, starting_after=after)
+            seen += [v.id for v in found]
+            if after is None:
+                assert found[0].check_name == "later"
+                # Opened after the first page: not in the pages that follow it.
+                run(clean_engine, "newest", [Finding("newest", "s", None, None)], T0 + HOUR)
+            if not more:
+                break
+            after = found[-1].id
+        everything = violations.listing(s)
+    assert len(seen) == len(set(seen)) == 6
+    assert seen == [v.id for v in everything if v.check_name != "newest"]
+    with Session(clean_engine) as s, pytest.raises(InvalidRequest):
+        violations.page(s, limit=0)
