@@ -8,13 +8,13 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
 
-# What the tests need from Debian: a real Alertmanager for the alert tests. apt runs only when
-# it is missing (sudo when not root).
+# What the tests need from Debian: a real Alertmanager for the alert tests, and `wrk`, the load
+# generator of `dotshop bench checkout`. apt runs only when one is missing (sudo when not root).
 system-deps:
-	@command -v prometheus-alertmanager >/dev/null || { \
+	@{ command -v prometheus-alertmanager && command -v wrk; } >/dev/null || { \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager; }
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager wrk; }
 
 up: install
 	dotshop up

@@ -49,6 +49,10 @@ def create_app(
         health.metrics,
         *(route_handlers or []),
     ]
+    if settings.bench_floor:  # `dotshop bench` only
+        from checkout_api.floor import floor_checkout
+
+        handlers.append(floor_checkout)
     app = Litestar(
         route_handlers=handlers,
         dependencies={"ctx": Provide(_ctx, sync_to_thread=False)},

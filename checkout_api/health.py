@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import suppress
 
 from litestar import Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -13,6 +13,7 @@ from checkout_api.deps import Ctx
 from checkout_api.errors import database_unreachable, unreachable_reason
 from core import migrate
 from core.errors import DatabaseNotMigrated
+from core.metrics import render
 from core.observe import refresh_business_gauges
 
 
@@ -46,4 +47,4 @@ def metrics(ctx: Ctx) -> Response:
     # On a database error the RED metrics still render; /readyz reports the database.
     with suppress(SQLAlchemyError):
         refresh_business_gauges(ctx.engine)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(render(), media_type=CONTENT_TYPE_LATEST)

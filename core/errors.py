@@ -175,3 +175,9 @@ class AlertSinkUnavailable(DotshopError):
 
     code = "alert_sink_unavailable"
     http_status = 502
+
+
+class PortUnavailable(DotshopError):
+    """A server could not listen on its address (taken by another process, or not allowed)."""
+
+    code = "port_unavailable"

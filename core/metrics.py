@@ -1,10 +1,26 @@
-"""Prometheus metrics shared by every dotshop process (`/metrics` renders the default registry).
+"""Prometheus metrics shared by every dotshop process (`/metrics` renders them with `render`).
 
-Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, base units."""
+Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, base units.
+An API running several worker processes (`dotshop api --workers N`) shares them through
+prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by checkout_api.server):
+counters and histograms add up across workers; gauges read from the database keep the most
+recent value any worker set (`multiprocess_mode="mostrecent"`)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUESTS = Counter(
     "dotshop_http_requests_total",
@@ -34,27 +50,54 @@ PAYMENTS = Counter(
     ["type", "result"],
 )
 RESERVED_UNITS = Gauge(
-    "dotshop_reserved_units", "Units held by live checkouts (sum of stock.reserved)."
+    "dotshop_reserved_units",
+    "Units held by live checkouts (sum of stock.reserved).",
+    multiprocess_mode="mostrecent",
 )
 COMMITTED_UNITS = Gauge(
-    "dotshop_committed_units", "Units paid but not yet acknowledged by Shopify."
+    "dotshop_committed_units",
+    "Units paid but not yet acknowledged by Shopify.",
+    multiprocess_mode="mostrecent",
 )
-ACTIVE_RESERVATIONS = Gauge("dotshop_active_reservations", "Reservations in status held.")
-OUTBOX_PENDING = Gauge("dotshop_outbox_pending", "Outbox messages waiting to be delivered.")
+ACTIVE_RESERVATIONS = Gauge(
+    "dotshop_active_reservations", "Reservations in status held.", multiprocess_mode="mostrecent"
+)
+OUTBOX_PENDING = Gauge(
+    "dotshop_outbox_pending",
+    "Outbox messages waiting to be delivered.",
+    multiprocess_mode="mostrecent",
+)
 OUTBOX_OLDEST_AGE = Gauge(
-    "dotshop_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered outbox message."
+    "dotshop_outbox_oldest_pending_age_seconds",
+    "Age of the oldest undelivered outbox message.",
+    multiprocess_mode="mostrecent",
 )
-OUTBOX_DEAD = Gauge("dotshop_outbox_dead", "Dead-lettered outbox messages.")
+OUTBOX_DEAD = Gauge(
+    "dotshop_outbox_dead", "Dead-lettered outbox messages.", multiprocess_mode="mostrecent"
+)
 VIOLATIONS_OPEN = Gauge(
-    "dotshop_violations_open", "Open business-invariant violations, per check.", ["check"]
+    "dotshop_violations_open",
+    "Open business-invariant violations, per check.",
+    ["check"],
+    multiprocess_mode="mostrecent",
 )
 VIOLATION_AMOUNT = Gauge(
     "dotshop_violation_amount_minor",
     "Money at stake in open violations (minor units), per check and currency.",
     ["check", "currency"],
+    multiprocess_mode="mostrecent",
 )
 ALERT_NOTIFICATIONS = Counter(
     "dotshop_alert_notifications_total",
     "Alert notifications (firing, re-sent or resolved) per sink and outcome (sent, failed).",
     ["sink", "outcome"],
 )
+
+
+def render() -> bytes:
+    """The exposition of this process, or of every worker of a multiprocess API."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -153,6 +153,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Mounts the benchmark's floor route (checkout_api/floor.py): `dotshop bench` only, never
+    # in production.
+    bench_floor: bool = False
+
     @field_validator("region", "primary_region")
     @classmethod
     def _known_region(cls, value: str) -> str:

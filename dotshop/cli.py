@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -91,12 +92,16 @@ def down() -> None:
 def api(
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (default 8000).")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes sharing the port (default: one per core)."),
+    ] = None,
 ) -> None:
     """Run the checkout API (Litestar) for DOTSHOP_REGION."""
     from checkout_api.server import serve
 
     with _clear_errors():
-        serve(host=host, port=port)
+        serve(host=host, port=port, workers=workers)
 
 
 @app.command()
@@ -318,19 +323,54 @@ def bench_reconcile(
     raise typer.Exit(code)
 
 
+checkout_bench_app = typer.Typer(add_completion=False)
+
+
+@checkout_bench_app.command()
+def bench_checkout(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="CI: brief arms, 8 clients; checks correctness only.")
+    ] = False,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", min=1, help="Length of each arm (default 10).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="API workers (default: one per core).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where checkout-<date>.json goes.")] = Path(
+        "bench/results"
+    ),
+) -> None:
+    """The checkout side by side with its floor (the least a correct checkout does, same
+    server) and its limit (pgbench on our stock statement): throughput, p50/p95/p99, errors,
+    ratios; reads; end to end to paid and pushed. Starts its own PostgreSQL, sandbox, API and
+    relay on loopback and stops them. Exits 1 when a correctness check fails (oversell, an
+    order missing or duplicated, an error, an arm that did not run)."""
+    from checkout_api.server import default_workers
+    from dotshop.bench.runner import main
+
+    with _clear_errors():
+        code = main(quick=quick, seconds=seconds, workers=workers or default_workers(), out_dir=out)
+    raise typer.Exit(code)
+
+
+BENCHES = {"reconcile": reconcile_bench_app, "checkout": checkout_bench_app}
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,  # `dotshop bench reconcile --help` is the benchmark's own help
+    add_help_option=False,  # `dotshop bench NAME --help` is the benchmark's own help
 )
 def bench(ctx: typer.Context) -> None:
     """Benchmarks that print ratios against a baseline run in the same process:
-    `dotshop bench reconcile [--payments N]`."""
+    `dotshop bench checkout [--quick]`, `dotshop bench reconcile [--payments N]`."""
     if ctx.args[:1] in ([], ["--help"]):
         typer.echo(ctx.get_help())
         raise typer.Exit()
-    if ctx.args[:1] != ["reconcile"]:
-        not_built(" ".join(["dotshop bench", *ctx.args[:1]]))
-    typer.main.get_command(reconcile_bench_app)(ctx.args[1:], prog_name="dotshop bench reconcile")
+    name = ctx.args[0]
+    if name not in BENCHES:
+        fail(f"`dotshop bench {name}` is not built yet; benchmarks: {', '.join(sorted(BENCHES))}")
+    typer.main.get_command(BENCHES[name])(ctx.args[1:], prog_name=f"dotshop bench {name}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

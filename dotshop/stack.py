@@ -153,9 +153,13 @@ def _port_in_use(port: int) -> bool:
 
 
 def _private_file(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a file only its owner can read, atomically: a reader (`down`, another command)
+    sees the old content or the new, never an empty file being written."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.replace(partial, path)
 
 
 def _write_pids(home: Path, children: dict[str, int]) -> None:

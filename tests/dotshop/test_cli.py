@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -48,12 +49,20 @@ def test_help_lists_every_contract_command() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("console",), ("bench", "checkout"), ("drill", "failover")],
+    [("console",), ("drill", "failover")],
 )
 def test_parts_not_built_yet_say_so_and_exit_2(args: tuple[str, ...]) -> None:
     out = dotshop(*args)
     assert out.returncode == 2
     assert "not built yet" in out.stderr and out.stdout == ""
+
+
+def test_bench_names_its_benchmarks_and_refuses_unknown_ones() -> None:
+    listed = dotshop("bench", "--help")
+    assert listed.returncode == 0 and "checkout" in listed.stdout and "reconcile" in listed.stdout
+    unknown = dotshop("bench", "nope")
+    assert unknown.returncode == 2
+    assert "not built yet" in unknown.stderr and "benchmarks: checkout, reconcile" in unknown.stderr
 
 
 @pytest.fixture
@@ -120,3 +129,125 @@ def test_readyz_follows_the_database_schema(empty_database: str, tmp_path) -> No
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         api.stop()
+
+
+# x86-64 / arm64 system call number of pidfd_getfd (Linux >= 5.6): a copy of another process's
+# file descriptor, so the test can read the options of the server's own accepted socket.
+PIDFD_GETFD = 438
+
+
+def _peer_fd_option(pid: int, fd: int, level: int, option: int) -> int:
+    import ctypes
+    import socket
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.syscall(PIDFD_GETFD, pidfd, fd, 0)
+        if copy < 0:
+            pytest.skip(f"pidfd_getfd refused: {os.strerror(ctypes.get_errno())}")
+        with socket.socket(fileno=copy) as sock:
+            return sock.getsockopt(level, option)
+    finally:
+        os.close(pidfd)
+
+
+def _server_side(port: int, client_port: int) -> int:
+    """The inode of the server's socket for our connection (from /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if local.endswith(f":{port:04X}") and remote.endswith(f":{client_port:04X}"):
+            return int(fields[9])
+    raise AssertionError("no server-side socket for our connection")
+
+
+def _read_response(sock) -> bytes:
+    """One whole HTTP/1.1 response (headers and body may come in separate segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")).split(
+            b":"
+        )[1]
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return data
+
+
+def _children(pid: int) -> list[int]:
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return [
+        int(child)
+        for task in tasks
+        for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    ]
+
+
+def test_api_workers_share_the_port_with_nagle_off(db_url: str, tmp_path) -> None:
+    """`dotshop api --workers 2`: two worker processes serve one port, and the connection a
+    worker accepted has TCP_NODELAY set. uvicorn's own --workers socket leaves Nagle on there,
+    and a response written as headers then body waits for the client's delayed ACK (~40 ms per
+    request, the stall issue 10 measured)."""
+    import socket
+    import uuid
+
+    import httpx
+
+    from tests.processes import free_port, start_dotshop
+
+    port = free_port()
+    api = start_dotshop(
+        ["api", "--port", str(port), "--workers", "2"],
+        [f"http://127.0.0.1:{port}/readyz"],
+        str(tmp_path / "api.log"),
+        env={"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_test_x"},
+    )
+    try:
+        workers = _children(api.popen.pid)
+        assert len([w for w in workers if "python" in Path(f"/proc/{w}/cmdline").read_text()]) >= 2
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            for _ in range(2):  # keep-alive: the same accepted socket answers both
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert _read_response(client).startswith(b"HTTP/1.1 200")
+            inode = _server_side(port, client.getsockname()[1])
+            owner = [
+                (pid, int(fd))
+                for pid in workers
+                for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+            ]
+            assert owner, "no worker holds the accepted connection"
+            pid, fd = owner[0]
+            assert _peer_fd_option(pid, fd, socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        # The benchmark's floor route exists only with DOTSHOP_BENCH_FLOOR=1, never by default.
+        floor = httpx.post(
+            f"http://127.0.0.1:{port}/bench/floor",
+            json={"email": "a@b.example", "line": {"sku": "X"}},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert floor.status_code in (404, 405)
+    finally:
+        api.stop()
+
+
+def test_api_workers_stop_when_their_parent_is_killed(db_url: str, tmp_path) -> None:
+    """A `dotshop api --workers 2` whose parent dies (SIGKILL: no chance to stop them) leaves
+    no worker behind holding the port, so the supervisor's restart can bind it again."""
+    from tests.e2e.conftest import wait_for
+    from tests.processes import free_port, start_dotshop
+
+    port = free_port()
+    api = start_dotshop(
+        ["api", "--port", str(port), "--workers", "2"],
+        [f"http://127.0.0.1:{port}/readyz"],
+        str(tmp_path / "api.log"),
+        env={"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_test_x"},
+    )
+    workers = _children(api.popen.pid)
+    assert workers
+    api.kill()
+    wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), timeout=20)

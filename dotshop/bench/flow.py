@@ -1,0 +1,156 @@
+"""End to end: N clients each loop checkout -> confirm with the stripe SDK (as a browser would);
+the sandbox then signs and sends `payment_intent.succeeded`, the API marks the order paid and
+the relay pushes it to Shopify. Paid orders per second and the time from confirm to paid are
+read back from the database (the order's `paid` event), so no client polls while it runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import stripe
+from sqlalchemy import Engine, bindparam, text
+
+from dotshop.bench.environment import STRIPE_KEY
+from dotshop.bench.results import ArmResult, percentile_ms
+
+ADDRESS = {
+    "name": "Bench Client",
+    "line1": "1 Main St",
+    "city": "New York",
+    "postal_code": "10001",
+    "country": "US",
+}
+# The emails of the flows' orders: flow<client>@bench.example.
+EMAIL_PATTERN = "flow%@bench.example"
+# How long the last orders may take to become paid once the clients stop.
+SETTLE_SECONDS = 60
+
+EVENTS = text(
+    "SELECT o.id, "
+    "  min(e.created_at) FILTER (WHERE e.kind = 'paid') AS paid, "
+    "  min(e.created_at) FILTER (WHERE e.kind = 'pushed_to_shopify') AS pushed "
+    "FROM orders o LEFT JOIN order_event e ON e.order_id = o.id "
+    "WHERE o.id IN :ids GROUP BY o.id"
+).bindparams(bindparam("ids", expanding=True))
+
+PUSHED = text(
+    "SELECT count(*) FILTER (WHERE e.kind = 'paid'), "
+    "  count(*) FILTER (WHERE e.kind = 'pushed_to_shopify') "
+    "FROM order_event e JOIN orders o ON o.id = e.order_id WHERE o.email LIKE :pattern"
+)
+
+
+def checkout_body(email: str, sku: str) -> str:
+    return json.dumps(
+        {"email": email, "lines": [{"sku": sku, "quantity": 1}], "shipping_address": ADDRESS}
+    )
+
+
+def wait_pushed(engine: Engine) -> tuple[int, int]:
+    """(paid, pushed to Shopify) among the flows' orders, once equal or after SETTLE_SECONDS:
+    the relay pushes at Shopify's rate limit, behind the paid orders."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        with engine.connect() as conn:
+            paid, pushed = conn.execute(PUSHED, {"pattern": EMAIL_PATTERN}).one()
+        if paid == pushed or time.monotonic() > deadline:
+            return paid, pushed
+        time.sleep(0.5)
+
+
+def drain_webhooks(stripe_base: str) -> None:
+    """Wait until the sandbox Stripe has delivered every queued webhook (warm-up's included)."""
+    with httpx.Client(base_url=stripe_base, timeout=SETTLE_SECONDS + 10) as client:
+        client.post("/_sandbox/webhooks/wait", json={"timeout": SETTLE_SECONDS})
+
+
+def run(
+    api: str, stripe_base: str, engine: Engine, skus: list[str], *, clients: int, seconds: float
+) -> ArmResult:
+    started: dict[str, tuple[datetime, datetime]] = {}  # order id -> (checkout, confirm) start
+    failures: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        stripe_client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": stripe_base})
+        with httpx.Client(base_url=api, timeout=30) as http:
+            i = 0
+            while time.monotonic() < deadline:
+                i += 1
+                began = datetime.now(UTC)
+                try:
+                    created = http.post(
+                        "/v1/checkouts",
+                        content=checkout_body(f"flow{n}@bench.example", skus[(n + i) % len(skus)]),
+                        headers={
+                            "Idempotency-Key": str(uuid.uuid4()),
+                            "Content-Type": "application/json",
+                        },
+                    )
+                    if created.status_code != 201:
+                        raise RuntimeError(f"checkout answered {created.status_code}")
+                    body = created.json()
+                    confirming = datetime.now(UTC)
+                    stripe_client.v1.payment_intents.confirm(
+                        body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
+                    )
+                except (httpx.HTTPError, stripe.StripeError, RuntimeError) as exc:
+                    with lock:
+                        failures.append(str(exc))
+                    continue
+                with lock:
+                    started[body["order_id"]] = (began, confirming)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = _settled(engine, list(started))
+    paid = {oid: e[0] for oid, e in events.items() if e[0] is not None}
+    pushed = sum(1 for e in events.values() if e[1] is not None)
+    to_paid = [(paid[oid] - started[oid][1]).total_seconds() for oid in paid]
+    flows = [(paid[oid] - started[oid][0]).total_seconds() for oid in paid]
+    window = (
+        (max(paid.values()) - min(s[0] for s in started.values())).total_seconds() if paid else 0
+    )
+    return ArmResult(
+        arm="e2e",
+        target="paid",
+        clients=clients,
+        duration_s=round(window, 3),
+        requests=len(paid),
+        errors=len(failures) + len(started) - len(paid),
+        p50_ms=percentile_ms(flows, 50),
+        p95_ms=percentile_ms(flows, 95),
+        p99_ms=percentile_ms(flows, 99),
+        extra={
+            "started": len(started),
+            "paid": len(paid),
+            "pushed_to_shopify": pushed,
+            "confirm_to_paid_p50_ms": percentile_ms(to_paid, 50),
+            "confirm_to_paid_p99_ms": percentile_ms(to_paid, 99),
+            "failures": failures[:5],
+        },
+    )
+
+
+def _settled(engine: Engine, order_ids: list[str]) -> dict[str, tuple]:
+    """Each order's (paid, pushed) times once all are paid, or as they are after a while."""
+    if not order_ids:
+        return {}
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        with engine.connect() as conn:
+            rows = {r.id: (r.paid, r.pushed) for r in conn.execute(EVENTS, {"ids": order_ids})}
+        if all(paid is not None for paid, _ in rows.values()):
+            return rows
+        if time.monotonic() > deadline:
+            return rows
+        time.sleep(0.25)

@@ -1,0 +1,208 @@
+"""`dotshop bench checkout`: one run, every arm side by side on the same parts and settings.
+
+Order: the limit (pgbench, before the API holds connections), a warm-up, end to end (first, so
+its webhooks do not queue behind those of every later checkout), the floor, the checkout (hot
+SKU, then SKUs spread over SPREAD), the reads, the open-model arms at half the measured maximum,
+the oversell arm (one SKU with little stock, many clients); then the correctness checks against
+the database. `--quick` (CI) runs each arm briefly with 8 clients: it proves every arm runs and
+nothing is oversold, never how fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core import logs
+from dotshop.bench import environment, flow, openloop, pgbench, report, verify, wrk
+from dotshop.bench.environment import HOT_SKU, SELLOUT_SKU, SPREAD, SPREAD_PREFIX, BenchStack
+from dotshop.bench.results import ArmResult
+from dotshop.bench.wrk import Load
+
+
+@dataclass(frozen=True)
+class Plan:
+    clients: tuple[int, ...]
+    seconds: float
+    flow_clients: int
+    sellout_stock: int
+    workers: int
+    quick: bool
+
+
+def plan(*, quick: bool, seconds: float | None, workers: int) -> Plan:
+    if quick:
+        return Plan((8,), seconds or 1, 8, 20, workers, True)
+    return Plan((8, 32, 64), seconds or 10, 8, 500, workers, False)
+
+
+def _floor_load(email: str, skus: list[str]) -> Load:
+    body = json.dumps({"email": email, "line": {"sku": "__SKU__", "quantity": 1}})
+    return Load("POST", "/bench/floor", body, skus, keyed=True, expected=frozenset({201}))
+
+
+def _checkout_load(email: str, skus: list[str], expected: frozenset[int]) -> Load:
+    return Load("POST", "/v1/checkouts", flow.checkout_body(email, "__SKU__"), skus, True, expected)
+
+
+class Run:
+    """The arms of one run, in order, with progress on stderr."""
+
+    def __init__(self, p: Plan, say: Callable[[str], None]) -> None:
+        self.plan, self.say = p, say
+        self.arms: list[ArmResult] = []
+        self.emails: dict[int, str] = {}  # id(arm) -> the email on its orders
+        self.started = time.monotonic()
+
+    def add(self, arm: ArmResult, email: str | None = None) -> ArmResult:
+        self.arms.append(arm)
+        if email is not None:
+            self.emails[id(arm)] = email
+        clients = arm.clients or f"open {arm.extra.get('rate_per_s')}/s"
+        self.say(
+            f"[{time.monotonic() - self.started:6.1f} s] {arm.arm}/{arm.target} ({clients}): "
+            f"{arm.rps:.1f}/s p50 {report.ms(arm.p50_ms)} ms p99 {report.ms(arm.p99_ms)} ms "
+            f"errors {arm.errors}"
+        )
+        return arm
+
+    def limit(self, stack: BenchStack) -> None:
+        hot = pgbench.script(HOT_SKU, SPREAD_PREFIX, SPREAD)
+        spread = pgbench.script(None, SPREAD_PREFIX, SPREAD)
+        for target, sql in (("hot", hot), ("spread", spread)):
+            for clients in self.plan.clients:
+                self.add(
+                    pgbench.run(
+                        stack.database_url,
+                        sql,
+                        clients=clients,
+                        seconds=self.plan.seconds,
+                        workdir=stack.workdir,
+                        target=target,
+                    )
+                )
+
+    def closed(self, stack: BenchStack, arm: str, target: str, make: Callable) -> None:
+        for clients in self.plan.clients:
+            email = f"{arm}-{target}-{clients}@bench.example"
+            result = wrk.run(
+                stack.api,
+                make(email),
+                clients=clients,
+                seconds=self.plan.seconds,
+                workdir=stack.workdir,
+                arm=arm,
+                target=target,
+            )
+            self.add(result, email if arm in ("floor", "checkout") else None)
+
+    def best(self, arm: str, target: str) -> float:
+        return max((a.rps for a in self.arms if (a.arm, a.target) == (arm, target)), default=1.0)
+
+    def http_arms(self, stack: BenchStack) -> None:
+        spread = environment.spread_skus()
+        created = frozenset({201})
+        # Warm-up: every worker imports, connects and compiles its paths before measuring.
+        for load in (
+            _floor_load("warm@bench.example", [HOT_SKU]),
+            _checkout_load("warm@bench.example", [HOT_SKU], created),
+        ):
+            wrk.run(
+                stack.api,
+                load,
+                clients=4,
+                seconds=1,
+                workdir=stack.workdir,
+                arm="warmup",
+                target="hot",
+            )
+        self.end_to_end(stack)
+        self.closed(stack, "floor", "hot", lambda e: _floor_load(e, [HOT_SKU]))
+        self.closed(stack, "floor", "spread", lambda e: _floor_load(e, spread))
+        self.closed(stack, "checkout", "hot", lambda e: _checkout_load(e, [HOT_SKU], created))
+        self.closed(stack, "checkout", "spread", lambda e: _checkout_load(e, spread, created))
+        product = Load("GET", f"/v1/products/{stack.product_handle}")
+        self.closed(stack, "read", "product", lambda _e: product)
+        self.closed(stack, "read", "list", lambda _e: Load("GET", "/v1/products?limit=20"))
+        for arm, make in (
+            ("floor", lambda e: _floor_load(e, [HOT_SKU])),
+            ("checkout", lambda e: _checkout_load(e, [HOT_SKU], created)),
+        ):
+            email = f"open-{arm}@bench.example"
+            result = openloop.run(
+                stack.api,
+                make(email),
+                rate=self.best(arm, "hot") / 2,
+                seconds=self.plan.seconds,
+                arm="open",
+                target=f"{arm}-hot",
+            )
+            self.add(result, email)
+        clients = max(self.plan.clients)
+        email = f"oversell-{clients}@bench.example"
+        load = _checkout_load(email, [SELLOUT_SKU], frozenset({201, 409}))
+        self.add(
+            wrk.run(
+                stack.api,
+                load,
+                clients=clients,
+                seconds=self.plan.seconds,
+                workdir=stack.workdir,
+                arm="oversell",
+                target="sellout",
+            ),
+            email,
+        )
+
+    def end_to_end(self, stack: BenchStack) -> None:
+        """First of the HTTP arms: every checkout of the later arms queues webhooks at the
+        sandbox, and the paid flows would wait behind them."""
+        flow.drain_webhooks(stack.stripe_base)
+        self.say(f"end to end: {self.plan.flow_clients} clients for {self.plan.seconds:g} s")
+        self.add(
+            flow.run(
+                stack.api,
+                stack.stripe_base,
+                stack.engine,
+                stack.flow_skus,
+                clients=self.plan.flow_clients,
+                seconds=self.plan.seconds,
+            )
+        )
+        flow.drain_webhooks(stack.stripe_base)  # the next arms start on a quiet server
+
+
+def main(*, quick: bool, seconds: float | None, workers: int, out_dir: Path) -> int:
+    """Run the benchmark; print the table, write the JSON; 0 when every check holds."""
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    logs.configure("WARNING")  # the terminal shows progress and the table, not our logs
+    p = plan(quick=quick, seconds=seconds, workers=workers)
+    wrk.require_wrk()
+    run = Run(p, say)
+    with environment.running(
+        workers=p.workers, sellout_stock=p.sellout_stock, say=say, before_api=run.limit
+    ) as stack:
+        say("API up; running the HTTP arms")
+        run.http_arms(stack)
+        checks = verify.check(
+            stack.engine,
+            run.arms,
+            run.emails,
+            sellout_sku=SELLOUT_SKU,
+            sellout_stock=p.sellout_stock,
+        )
+    ratio = report.ratios(run.arms)
+    data = report.record(run.arms, ratio, checks, asdict(p))
+    print(report.table(run.arms, ratio))
+    for name, result in checks.items():
+        print(f"{name}: {'ok' if result['ok'] else 'FAILED ' + json.dumps(result)}")
+    path = report.write(out_dir, data, quick=quick)
+    print(f"written to {path}")
+    return 0 if data["ok"] else 1
