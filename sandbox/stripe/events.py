@@ -119,7 +119,14 @@ class Events:
             # Wall time, not the sandbox clock: receivers check freshness against their own.
             return {"Stripe-Signature": signature_header(secret, payload, int(time.time()))}
 
-        self.dispatcher.publish(endpoint["url"], body, sign, event["id"])
+        self.dispatcher.publish(endpoint["url"], body, sign, event["id"], lane=_subject(event))
+
+
+def _subject(event: dict[str, Any]) -> str:
+    """What an event is about, for delivery order: the PaymentIntent of a payment's charges,
+    refunds and disputes, else the object itself."""
+    obj = event["data"]["object"]
+    return str(obj.get("payment_intent") or obj.get("id"))
 
 
 def event_types_filter(params: dict[str, Any]) -> Any:

@@ -115,13 +115,16 @@ def test_invalid_endpoint_urls_are_rejected(sdk):
 
 
 def test_dispatcher_survives_an_unusable_url(receiver):
-    """An endpoint URL httpx cannot even parse fails its attempts; other deliveries go on."""
+    """An endpoint URL httpx cannot even parse fails its attempts; the deliveries after it in
+    its lane go on."""
     faults = Faults()
     dispatcher = WebhookDispatcher(faults)
     dispatcher.start()
     try:
-        dispatcher.publish("http://[::1", b"{}", lambda body: {}, "evt_bad")
-        dispatcher.publish(receiver.url, b"{}", lambda body: {"X-Test": "1"}, "evt_good")
+        dispatcher.publish("http://[::1", b"{}", lambda body: {}, "evt_bad", lane="one")
+        dispatcher.publish(
+            receiver.url, b"{}", lambda body: {"X-Test": "1"}, "evt_good", lane="one"
+        )
         receiver.wait_for(1)
         bad = next(d for d in dispatcher.log() if d["event_id"] == "evt_bad")
         assert bad["responses"][0] == "InvalidURL" and bad["status"] == "pending"
