@@ -85,7 +85,11 @@ async def shopify_webhook(request: Request, ctx: Ctx) -> dict[str, str]:
     def apply() -> str:
         with transaction(ctx.engine) as session:
             return shopify_sync.accept_webhook(
-                session, event_id=event_id, topic=topic, payload=payload
+                session,
+                event_id=event_id,
+                topic=topic,
+                payload=payload,
+                triggered_at=request.headers.get("x-shopify-triggered-at"),
             )
 
     result = await anyio.to_thread.run_sync(apply)

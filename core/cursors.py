@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -28,4 +28,12 @@ def save(session: Session, name: str, value: dict[str, Any], at: datetime | None
 def load(session: Session, name: str) -> dict[str, Any]:
     """The cursor's value, or {} before the first pull."""
     row = session.get(SyncCursor, name)
+    return dict(row.value) if row is not None else {}
+
+
+def claim(session: Session, name: str) -> dict[str, Any]:
+    """The cursor's value ({} when new), its row locked until the caller's transaction ends:
+    several processes advancing one cursor take turns, so none reads a range twice."""
+    session.execute(insert(SyncCursor).values(name=name, value={}).on_conflict_do_nothing())
+    row = session.scalar(select(SyncCursor).where(SyncCursor.name == name).with_for_update())
     return dict(row.value) if row is not None else {}

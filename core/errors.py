@@ -177,6 +177,20 @@ class AlertSinkUnavailable(DotshopError):
     http_status = 502
 
 
+class ShopifyRejected(DotshopError):
+    """Shopify refused the request (a GraphQL error or user error that retrying cannot fix)."""
+
+    code = "shopify_rejected"
+    http_status = 502
+
+
+class ShopifyThrottled(ProviderUnavailable):
+    """Shopify's GraphQL cost budget stayed exhausted longer than we wait in one call."""
+
+    code = "shopify_throttled"
+    http_status = 503
+
+
 class PortUnavailable(DotshopError):
     """A server could not listen on its address (taken by another process, or not allowed)."""
 

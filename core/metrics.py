@@ -92,6 +92,22 @@ ALERT_NOTIFICATIONS = Counter(
     "Alert notifications (firing, re-sent or resolved) per sink and outcome (sent, failed).",
     ["sink", "outcome"],
 )
+SHOPIFY_THROTTLED = Counter(
+    "dotshop_shopify_throttled_total",
+    "GraphQL Admin API calls Shopify answered THROTTLED (each waited out, then retried).",
+)
+SYNC_LAG = Histogram(
+    "dotshop_sync_lag_seconds",
+    "Shopify sync lag per direction: inbound = our apply time - Shopify's trigger/updatedAt; "
+    "outbound = Shopify's acknowledgement - the event that caused the push (e.g. order paid).",
+    ["direction"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
+SYNC_OUTBOUND_OLDEST_AGE = Gauge(
+    "dotshop_sync_outbound_oldest_unacknowledged_seconds",
+    "Age of the oldest paid order Shopify has not acknowledged yet (0 when none).",
+    multiprocess_mode="mostrecent",
+)
 
 
 def render() -> bytes:

@@ -534,6 +534,29 @@ class Violation(Base):
     resolve_notified_at: Mapped[datetime | None]
 
 
+class SyncLagSample(Base):
+    """One measured Shopify sync lag for one SKU: inbound = when we applied Shopify's change -
+    when Shopify made it (X-Shopify-Triggered-At or updatedAt); outbound = when Shopify
+    acknowledged our push - the event that caused it (order paid). Recent samples give the
+    console each SKU's last sync and lag percentiles; /metrics drains them into a histogram.
+    Pruned after core.sync_lag.RETENTION."""
+
+    __tablename__ = "sync_lag_sample"
+    __table_args__ = (
+        CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
+        CheckConstraint("lag_ms >= 0", name="lag_nonnegative"),
+        CheckConstraint("char_length(sku) <= 255", name="sku_length"),
+        Index("ix_sync_lag_sample_sku_direction_observed_at", "sku", "direction", "observed_at"),
+        Index("ix_sync_lag_sample_observed_at", "observed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    direction: Mapped[str]
+    sku: Mapped[str]
+    lag_ms: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime] = _now()
+
+
 class SyncCursor(Base):
     """Where an incremental pull from a provider got to (e.g. the newest Stripe event seen), so
     the next pull continues there and never depends on webhooks having arrived."""

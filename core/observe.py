@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core import metrics, relay
+from core import metrics, relay, sync_lag
 from core.models import Reservation, Stock, Violation
 
 # Label sets reported before in this process: set back to 0 when their last violation
@@ -45,6 +45,7 @@ def refresh_business_gauges(engine: Engine) -> None:
     metrics.OUTBOX_OLDEST_AGE.set(outbox["oldest_pending_age_seconds"])
     metrics.OUTBOX_DEAD.set(outbox["dead"])
     _violation_gauges(open_violations)
+    sync_lag.export_metrics(engine)
 
 
 def _violation_gauges(rows: list[Any]) -> None:

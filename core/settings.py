@@ -111,7 +111,9 @@ class Settings(BaseSettings):
 
     shopify_shop: str = Field(default="dotshop-demo.myshopify.com", validation_alias="SHOPIFY_SHOP")
     shopify_site: str = Field(
-        default="http://127.0.0.1:12112/admin/api/2025-01", validation_alias="SHOPIFY_SITE"
+        # The version is core.shopify_gateway.API_VERSION (GraphQL Admin API, >= 2026-04).
+        default="http://127.0.0.1:12112/admin/api/2026-10",
+        validation_alias="SHOPIFY_SITE",
     )
     shopify_access_token: SecretStr | None = Field(
         default=None, validation_alias="SHOPIFY_ACCESS_TOKEN"
@@ -150,6 +152,11 @@ class Settings(BaseSettings):
     # How far back the first reconciliation pull (or one whose event cursor Stripe no longer
     # has) lists Stripe's objects, in days: Stripe keeps events listable for 30 days.
     reconcile_backfill_days: int = Field(default=30, ge=1)
+
+    # The storefront's on-demand revalidation endpoint (a Next.js route handler calling
+    # revalidatePath/revalidateTag) and its shared secret; unset = no revalidation calls.
+    revalidate_url: str | None = None
+    revalidate_secret: SecretStr | None = None
 
     log_level: str = "INFO"
 

@@ -1,45 +1,65 @@
-"""Shopify <-> our projection.
+"""Shopify <-> our projection, over the GraphQL Admin API (core.shopify_gateway).
 
-Inbound: the catalog (products, variants, per-currency prices) and stock levels, loaded in full
-by `load_catalog` and kept fresh by Shopify's webhooks (`apply_webhook`). Every level is
-recorded per item and location, stale-checked on Shopify's updated_at (`inventory.stale_level`);
+Inbound: the catalog (products, variants, per-currency prices) and stock levels. Webhooks are
+the fast path (`accept_webhook`: HMAC-checked by the API, deduplicated by event id, stale-safe).
+The periodic `repair` reads what changed since its cursor (`updated_at:>=`, kept in
+`sync_cursor`); on first start, or when asked (`dotshop sync --full`), `load_catalog` runs a
+bulk operation and applies its JSONL in SKU order, a few SKUs per transaction. Every level is
+recorded per item and location, stale-checked on Shopify's updatedAt (`inventory.stale_level`);
 a SKU's Shopify stock is the sum over the locations that sell online
 (`settings.selling_locations`), and only those are read, summed and acknowledged.
 Outbound: the outbox handler `OrderPusher` makes Shopify reflect our order: a paid order is
-created there (Shopify decrements its inventory and our committed units become acknowledged),
-and a pushed order that we refund in full or cancel is cancelled there with a restock.
+created there with the prices charged (Shopify commits its units and our committed units
+become acknowledged), our refunds are recorded on it, and a pushed order that we refund in
+full or cancel is cancelled there with a restock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, cast, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core import catalog, cursors, inbox, inventory, orders
+from core import catalog, cursors, inbox, inventory, orders, refunds, revalidate, sync_lag
 from core.db import transaction
 from core.logs import get_logger
-from core.models import InventoryLevel, Order, OrderEvent, OrderLine, Variant
+from core.models import InventoryLevel, OrderLine, Product, Refund, Variant
 from core.outbox import Handlers, Message
 from core.payments import PUSH_ORDER_TO_SHOPIFY
 from core.settings import get_settings
-from core.shopify_gateway import ShopifyGateway, money_to_minor
+from core.shopify_gateway import (
+    BULK_CATALOG,
+    PRICE_COUNTRIES,
+    ShopifyGateway,
+    legacy_id,
+    level_of,
+    money_to_minor,
+)
 
 log = get_logger("core.shopify_sync")
 
-# Levels applied per transaction by the full sync: short transactions, so it never holds hot
-# stock rows for long against checkouts.
+# Levels applied per transaction by a repair: short transactions, so it never holds hot stock
+# rows for long against checkouts.
 SYNC_BATCH_SKUS = 10
 # A level read this long after its updated_at second ended (by our clock) is the last value of
 # that second: far more than two NTP-kept clocks drift apart, well under the sync interval.
 SETTLE_AFTER_SECONDS = 30
-# The sync_cursor row a finished full load stamps: how far behind Shopify we may be (sync_lag).
+# The sync_cursor row every finished repair (full or incremental) stamps: `since` is where the
+# next pull starts (`_settled_horizon`), the row's time is when we last heard Shopify in full
+# (the sync_lag check reads it).
 FULL_SYNC_CURSOR = "shopify_full_sync"
+# Product ids per `product_id:` search of an incremental repair.
+PRODUCTS_PER_QUERY = 50
+# Products upserted per transaction by a repair (their rows only; no stock row is locked).
+PRODUCTS_PER_TRANSACTION = 10
+
+Progress = Callable[[str, int, int], None]  # phase, done, total
 
 
 def parse_time(value: str) -> datetime:
@@ -51,11 +71,11 @@ def _now() -> datetime:
 
 
 def settled(level: dict[str, Any], read_started: datetime) -> dict[str, Any]:
-    """The level as read by a full sync, stamped at the last instant of its updated_at second
+    """The level as read by a repair, stamped at the last instant of its updated_at second
     once that second is long over. Ties of one second keep the lower level (a restock can lose
     to a late webhook of the same second); a level that has not changed since is that second's
     final value, so it now beats every webhook of that second and still loses to any later
-    change. This is how the periodic sync repairs a restock that lost a tie."""
+    change. This is how the periodic repair fixes a restock that lost a tie."""
     at = parse_time(level["updated_at"])
     if at.microsecond or at + timedelta(seconds=1 + SETTLE_AFTER_SECONDS) > read_started:
         return level
@@ -63,7 +83,7 @@ def settled(level: dict[str, Any], read_started: datetime) -> dict[str, Any]:
 
 
 def product_data(p: dict[str, Any]) -> catalog.ProductData:
-    """Shopify's product JSON (REST or webhook) as our projection's input."""
+    """Shopify's product JSON as webhooks deliver it, as our projection's input."""
     variants = []
     for v in p.get("variants") or []:
         if not v.get("sku"):
@@ -97,6 +117,44 @@ def product_data(p: dict[str, Any]) -> catalog.ProductData:
     )
 
 
+def graphql_product_data(
+    product: dict[str, Any], variants: Sequence[dict[str, Any]]
+) -> catalog.ProductData:
+    """A GraphQL Product and its ProductVariant nodes (gateway.VARIANT_FIELDS) as our input."""
+    out = []
+    for v in sorted(variants, key=lambda v: int(v["position"])):
+        if not v.get("sku"):
+            continue
+        prices = {}
+        for currency in PRICE_COUNTRIES:
+            price = (v.get(currency) or {}).get("price") or {}
+            if str(price.get("currencyCode", "")).lower() == currency:
+                prices[currency] = money_to_minor(price["amount"])
+        prices.setdefault("usd", money_to_minor(v["price"]))
+        out.append(
+            catalog.VariantData(
+                sku=v["sku"],
+                title=v["title"] or v["sku"],
+                shopify_variant_id=int(v["legacyResourceId"]),
+                shopify_inventory_item_id=int(v["inventoryItem"]["legacyResourceId"]),
+                prices=prices,
+                position=int(v["position"]),
+            )
+        )
+    image = product.get("featuredImage") or {}
+    return catalog.ProductData(
+        shopify_product_id=int(product["legacyResourceId"]),
+        handle=product["handle"],
+        title=product["title"],
+        updated_at=parse_time(product["updatedAt"]),
+        variants=out,
+        category=product.get("productType") or None,
+        description=product.get("descriptionHtml") or None,
+        image_url=image.get("url"),
+        status=product["status"].lower(),
+    )
+
+
 def _selling(locations: int | Sequence[int] | None) -> list[int]:
     """The locations that sell online: as given, else from the settings."""
     if locations is None:
@@ -106,36 +164,55 @@ def _selling(locations: int | Sequence[int] | None) -> list[int]:
     return sorted(set(locations))
 
 
-def record_level(session: Session, level: dict[str, Any]) -> bool:
-    """Store one Shopify inventory level (per item and location); False when it is stale."""
-    item_id, location_id = int(level["inventory_item_id"]), int(level["location_id"])
-    updated_at = parse_time(level["updated_at"])
-    available = int(level.get("available") or 0)
-    row = session.execute(
-        insert(InventoryLevel)
-        .values(
-            shopify_inventory_item_id=item_id,
-            shopify_location_id=location_id,
-            available=available,
-            shopify_updated_at=updated_at,
-        )
-        .on_conflict_do_update(
+def record_levels(session: Session, levels: Sequence[dict[str, Any]]) -> set[tuple[int, int]]:
+    """Store Shopify inventory levels (per item and location) in one statement; returns the
+    (item, location) pairs that were new, i.e. not stale against what we hold. Two levels of
+    one pair in one call are decided first by the same rule (`inventory.stale_level`)."""
+    winners: dict[tuple[int, int], tuple[datetime, int]] = {}
+    for level in levels:
+        pair = (int(level["inventory_item_id"]), int(level["location_id"]))
+        candidate = (parse_time(level["updated_at"]), int(level.get("available") or 0))
+        held = winners.get(pair)
+        if (
+            held is None
+            or candidate[0] > held[0]
+            or (candidate[0] == held[0] and candidate[1] < held[1])
+        ):
+            winners[pair] = candidate
+    if not winners:
+        return set()
+    statement = insert(InventoryLevel).values(
+        [
+            {
+                "shopify_inventory_item_id": item,
+                "shopify_location_id": location,
+                "available": available,
+                "shopify_updated_at": updated_at,
+            }
+            for (item, location), (updated_at, available) in sorted(winners.items())
+        ]
+    )
+    incoming = statement.excluded
+    rows = session.execute(
+        statement.on_conflict_do_update(
             index_elements=[
                 InventoryLevel.shopify_inventory_item_id,
                 InventoryLevel.shopify_location_id,
             ],
             set_={
-                "available": available,
-                "shopify_updated_at": updated_at,
+                "available": incoming.available,
+                "shopify_updated_at": incoming.shopify_updated_at,
                 "synced_at": func.now(),
             },
             where=~inventory.stale_level(
-                InventoryLevel.shopify_updated_at, InventoryLevel.available, updated_at, available
+                InventoryLevel.shopify_updated_at,
+                InventoryLevel.available,
+                incoming.shopify_updated_at,
+                incoming.available,
             ),
-        )
-        .returning(InventoryLevel.shopify_inventory_item_id)
-    ).scalar_one_or_none()
-    return row is not None
+        ).returning(InventoryLevel.shopify_inventory_item_id, InventoryLevel.shopify_location_id)
+    ).all()
+    return {(int(item), int(location)) for item, location in rows}
 
 
 def totals_by_sku(
@@ -161,9 +238,10 @@ def totals_by_sku(
 
 def apply_levels(
     session: Session, levels: Sequence[dict[str, Any]], locations: Sequence[int]
-) -> int:
+) -> dict[str, datetime]:
     """Record Shopify levels (any location) and bring the stock of their SKUs up to date with
-    the sum over the selling locations. Returns how many levels were new (not stale).
+    the sum over the selling locations. Returns the SKUs that got a new (not stale) level,
+    each with the newest such level's updated_at.
 
     The SKUs' stock rows are locked first, in SKU order like every stock write, so that two
     transactions recording levels of one SKU at different locations cannot sum without each
@@ -178,11 +256,14 @@ def apply_levels(
     )
     inventory.lock_stock(session, sku_of.values())
 
-    def key(level: dict[str, Any]) -> tuple[str, int, int]:
-        item = int(level["inventory_item_id"])
-        return sku_of.get(item, ""), item, int(level["location_id"])
-
-    new = sum(record_level(session, level) for level in sorted(levels, key=key))
+    new: dict[str, datetime] = {}
+    recorded = record_levels(session, levels)
+    for level in levels:
+        pair = (int(level["inventory_item_id"]), int(level["location_id"]))
+        sku = sku_of.get(pair[0])
+        if pair in recorded and sku is not None:
+            at = parse_time(level["updated_at"])
+            new[sku] = max(at, new.get(sku, at))
     # Summed again even when no level was new: a level recorded while its location did not
     # sell online counts once it does.
     selling = {
@@ -190,8 +271,10 @@ def apply_levels(
         for level in levels
         if int(level["location_id"]) in locations and int(level["inventory_item_id"]) in sku_of
     }
+    was_in_stock = revalidate.in_stock(session, sorted(selling))
     for sku, (available, updated_at) in sorted(totals_by_sku(session, selling, locations).items()):
         inventory.apply_shopify_total(session, sku, available, updated_at)
+    revalidate.stock_changed(session, was_in_stock)
     return new
 
 
@@ -199,57 +282,236 @@ def apply_level(
     session: Session, level: dict[str, Any], locations: int | Sequence[int] | None = None
 ) -> bool:
     """One Shopify inventory level into the projection; False when it is stale."""
-    return apply_levels(session, [level], _selling(locations)) > 0
+    return bool(apply_levels(session, [level], _selling(locations)))
+
+
+# ----------------------------------------------------------------------------- inbound repair
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    mode: str  # "full" (bulk operation) or "incremental" (since the cursor)
+    products: int
+    levels: int
+    since: str | None
+
+
+@contextlib.contextmanager
+def _repair_transaction(engine: Engine) -> Iterator[Session]:
+    """A repair's short transaction, committed without waiting for the WAL flush: a crash can
+    lose only the last few batches, which the next repair reads again (nothing else depends on
+    them), and a 100,000-variant repair stops paying one disk flush per batch."""
+    with transaction(engine) as session:
+        session.execute(text("SET LOCAL synchronous_commit TO off"))
+        yield session
+
+
+def _upsert_products(
+    engine: Engine,
+    grouped: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]],
+    progress: Progress | None,
+) -> None:
+    """Products in id order, PRODUCTS_PER_TRANSACTION at a time; a product newer than ours
+    gives its SKUs an inbound lag sample (an unchanged one re-read by a repair does not)."""
+    with transaction(engine) as session:
+        known = dict(
+            session.execute(
+                select(Product.shopify_product_id, Product.shopify_updated_at).where(
+                    Product.shopify_product_id.in_(list(grouped))
+                )
+            ).all()
+        )
+    ids = sorted(grouped)
+    for start in range(0, len(ids), PRODUCTS_PER_TRANSACTION):
+        batch = ids[start : start + PRODUCTS_PER_TRANSACTION]
+        with _repair_transaction(engine) as session:
+            for product_id in batch:
+                data = graphql_product_data(*grouped[product_id])
+                before = revalidate.product_state(session, product_id)
+                applied = catalog.upsert_product(session, data)
+                revalidate.product_changed(session, product_id, before)
+                if applied and (product_id not in known or known[product_id] < data.updated_at):
+                    sync_lag.record(
+                        session,
+                        sync_lag.INBOUND,
+                        {v.sku: data.updated_at for v in data.variants},
+                        _now(),
+                    )
+        if progress:
+            progress("products", start + len(batch), len(ids))
+
+
+def _apply_levels_in_batches(
+    engine: Engine,
+    by_sku: dict[str, list[dict[str, Any]]],
+    selling: Sequence[int],
+    progress: Progress | None,
+) -> None:
+    """SKU order, SYNC_BATCH_SKUS per transaction: the lock order of checkouts, so the two
+    cannot deadlock, and no lock is held for the whole repair."""
+    skus = sorted(by_sku)
+    for start in range(0, len(skus), SYNC_BATCH_SKUS):
+        batch = skus[start : start + SYNC_BATCH_SKUS]
+        with _repair_transaction(engine) as session:
+            new = apply_levels(session, [lv for sku in batch for lv in by_sku[sku]], selling)
+            sync_lag.record(session, sync_lag.INBOUND, new, _now())
+        if progress:
+            progress("levels", start + len(batch), len(skus))
+
+
+def _settled_horizon(read_started: datetime, since: str | None) -> str:
+    """Where the next incremental repair starts: the first second that may not have been final
+    when this read began (see `settled`). Every earlier second was read in its final form, so it
+    need not be read again; the cursor never moves back."""
+    horizon = (read_started - timedelta(seconds=SETTLE_AFTER_SECONDS)).replace(microsecond=0)
+    if since is not None and parse_time(since) > horizon:
+        return since
+    return horizon.isoformat().replace("+00:00", "Z")
 
 
 def load_catalog(
-    engine: Engine, gateway: ShopifyGateway, locations: int | Sequence[int] | None = None
+    engine: Engine,
+    gateway: ShopifyGateway,
+    locations: int | Sequence[int] | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """Full load: every product, then every stock level at the selling locations (`locations`:
-    one id, several, or None for `settings.selling_locations`). Returns products.
-
-    Levels are applied in SKU order, a few SKUs per transaction: the lock order of checkouts,
-    so the two cannot deadlock, and no lock is held for the whole sync."""
+    """Full repair: a bulk operation reads every variant (its product inline) with its levels;
+    products are upserted (ours that Shopify no longer has are archived), then the levels at the
+    selling locations (`locations`: one id, several, or None for `settings.selling_locations`)
+    applied in SKU order. Returns products."""
     selling = _selling(locations)
-    count = 0
-    sku_of: dict[int, str] = {}
-    for product in gateway.products():
-        data = product_data(product)
-        with transaction(engine) as session:
-            catalog.upsert_product(session, data)
-        sku_of.update((v.shopify_inventory_item_id, v.sku) for v in data.variants)
-        count += 1
+    variants: dict[str, dict[str, Any]] = {}
+    levels_of: dict[str, list[dict[str, Any]]] = {}
+    # A bulk operation reads objects while it runs: its start bounds when each was read.
     read_started = _now()
-    levels = [settled(lv, read_started) for lv in gateway.inventory_levels(sorted(sku_of), selling)]
+    for line in gateway.bulk_query(BULK_CATALOG):
+        parent = line.get("__parentId")
+        if parent is None:
+            variants[line["id"]] = line
+            continue
+        location = int(line["location"]["legacyResourceId"])
+        if location in selling:
+            item = int(variants[parent]["inventoryItem"]["legacyResourceId"])
+            levels_of.setdefault(parent, []).append(level_of(line, item, location))
+    grouped: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for variant in variants.values():
+        product = variant["product"]
+        grouped.setdefault(legacy_id(product["id"]), (product, []))[1].append(variant)
+    _upsert_products(engine, grouped, progress)
+    with transaction(engine) as session:
+        # A products/delete webhook may have been lost: what Shopify no longer has is archived.
+        for gone in session.scalars(
+            select(Product.shopify_product_id).where(
+                Product.status != "archived", Product.shopify_product_id.not_in(list(grouped))
+            )
+        ).all():
+            before = revalidate.product_state(session, gone)
+            catalog.delete_product(session, gone)
+            revalidate.product_changed(session, gone, before)
+    by_sku: dict[str, list[dict[str, Any]]] = {}
+    for variant_id, levels in levels_of.items():
+        sku = variants[variant_id].get("sku")
+        if sku:
+            by_sku.setdefault(sku, []).extend(settled(lv, read_started) for lv in levels)
+    _apply_levels_in_batches(engine, by_sku, selling, progress)
+    since = _settled_horizon(read_started, None)
+    count = sum(len(levels) for levels in by_sku.values())
+    with transaction(engine) as session:
+        cursors.save(
+            session,
+            FULL_SYNC_CURSOR,
+            {"since": since, "mode": "full", "products": len(grouped), "levels": count},
+        )
+    log.info("catalog_loaded", products=len(grouped), levels=count, since=since)
+    return len(grouped)
+
+
+def repair(
+    engine: Engine,
+    gateway: ShopifyGateway,
+    locations: int | Sequence[int] | None = None,
+    *,
+    full: bool = False,
+    progress: Progress | None = None,
+) -> RepairResult:
+    """Bring the projection up to Shopify: what changed since the cursor (products and levels
+    whose updatedAt is at or after it; seconds that were not yet final at the last read are read
+    again, harmlessly since levels are stale-checked, and so settle), or everything through
+    `load_catalog` when asked or when there is no cursor yet."""
+    with transaction(engine) as session:
+        since = cursors.load(session, FULL_SYNC_CURSOR).get("since")
+    if full or not since:
+        products = load_catalog(engine, gateway, locations, progress)
+        with transaction(engine) as session:
+            value = cursors.load(session, FULL_SYNC_CURSOR)
+        return RepairResult("full", products, value.get("levels", 0), value.get("since"))
+    selling = _selling(locations)
+    read_started = _now()
+    product_ids = gateway.changed_product_ids(since)
+    grouped: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for start in range(0, len(product_ids), PRODUCTS_PER_QUERY):
+        chunk = product_ids[start : start + PRODUCTS_PER_QUERY]
+        for variant in gateway.variants(" OR ".join(f"product_id:{p}" for p in chunk)):
+            product = variant["product"]
+            grouped.setdefault(legacy_id(product["id"]), (product, []))[1].append(variant)
+    _upsert_products(engine, grouped, progress)
+    levels = gateway.levels_changed_since(since, selling)
+    with transaction(engine) as session:
+        sku_of = dict(
+            session.execute(
+                select(Variant.shopify_inventory_item_id, Variant.sku).where(
+                    Variant.shopify_inventory_item_id.in_(
+                        {lv["inventory_item_id"] for lv in levels}
+                    )
+                )
+            ).all()
+        )
     by_sku: dict[str, list[dict[str, Any]]] = {}
     for level in levels:
-        by_sku.setdefault(sku_of[int(level["inventory_item_id"])], []).append(level)
-    skus = sorted(by_sku)
-    for start in range(0, len(skus), SYNC_BATCH_SKUS):
-        with transaction(engine) as session:
-            batch = skus[start : start + SYNC_BATCH_SKUS]
-            apply_levels(session, [level for sku in batch for level in by_sku[sku]], selling)
+        if level["inventory_item_id"] in sku_of:
+            by_sku.setdefault(sku_of[level["inventory_item_id"]], []).append(
+                settled(level, read_started)
+            )
+    _apply_levels_in_batches(engine, by_sku, selling, progress)
+    newest = _settled_horizon(read_started, since)
     with transaction(engine) as session:
-        cursors.save(session, FULL_SYNC_CURSOR, {"products": count, "levels": len(levels)})
-    log.info("catalog_loaded", products=count, levels=len(levels))
-    return count
+        value = cursors.load(session, FULL_SYNC_CURSOR)
+        cursors.save(session, FULL_SYNC_CURSOR, {**value, "since": newest, "mode": "incremental"})
+        sync_lag.prune(session, _now())
+    log.info("shopify_repaired", products=len(grouped), levels=len(levels), since=newest)
+    return RepairResult("incremental", len(grouped), len(levels), newest)
+
+
+# ----------------------------------------------------------------------------- webhooks
 
 
 def apply_webhook(
     session: Session, topic: str, payload: dict[str, Any], locations: Sequence[int]
-) -> str:
-    """Apply one Shopify webhook inside the caller's transaction; returns what happened."""
-    if topic in ("products/create", "products/update"):
-        return "applied" if catalog.upsert_product(session, product_data(payload)) else "stale"
-    if topic == "products/delete":
-        catalog.delete_product(session, int(payload["id"]))
-        return "applied"
+) -> tuple[str, list[str]]:
+    """Apply one Shopify webhook inside the caller's transaction; returns what happened and
+    the SKUs it changed."""
+    if topic in ("products/create", "products/update", "products/delete"):
+        product_id = int(payload["id"])
+        before = revalidate.product_state(session, product_id)
+        if topic == "products/delete":
+            catalog.delete_product(session, product_id)
+            skus: list[str] = []
+        else:
+            data = product_data(payload)
+            if not catalog.upsert_product(session, data):
+                return "stale", []
+            skus = [v.sku for v in data.variants]
+        revalidate.product_changed(session, product_id, before)
+        return "applied", skus
     if topic == "inventory_levels/update":
-        if not apply_levels(session, [payload], locations):
-            return "stale"
+        new = apply_levels(session, [payload], locations)
+        if not new:
+            return "stale", []
         # Recorded either way; only a selling location's level moves our stock.
-        return "applied" if int(payload["location_id"]) in locations else "not_selling"
-    return "ignored"
+        if int(payload["location_id"]) not in locations:
+            return "not_selling", []
+        return "applied", sorted(new)
+    return "ignored", []
 
 
 def accept_webhook(
@@ -259,22 +521,32 @@ def accept_webhook(
     topic: str,
     payload: dict[str, Any],
     locations: int | Sequence[int] | None = None,
+    triggered_at: str | None = None,
 ) -> str:
+    """Deduplicate by event id, apply, and measure the inbound lag of what changed: from
+    X-Shopify-Triggered-At when the caller has it, else from the resource's updated_at."""
     event = inbox.accept(
         session, provider="shopify", event_id=event_id, event_type=topic, payload=payload
     )
     if event is None:
         return "duplicate"
-    result = apply_webhook(session, topic, payload, _selling(locations))
+    result, skus = apply_webhook(session, topic, payload, _selling(locations))
     inbox.mark(session, event.id, inbox.PROCESSED, None if result == "applied" else result)
+    happened = triggered_at or payload.get("updated_at")
+    if skus and happened:
+        at = parse_time(happened)
+        sync_lag.record(session, sync_lag.INBOUND, dict.fromkeys(skus, at), _now())
     return result
 
 
+# ----------------------------------------------------------------------------- outbound
+
 # Orders Shopify should have: paid ones (a partial refund still ships the rest).
 PUSHABLE = (orders.PAID, orders.PARTIALLY_REFUNDED)
-# Timeline events that record what Shopify was told about an undone order.
+# Timeline events that record what Shopify was told.
+PUSH_STARTED = "shopify_push_started"
+REFUND_RECORDED = "shopify_refund_recorded"
 CANCELLED_IN_SHOPIFY = "shopify_order_cancelled"
-REFUND_NOT_MIRRORED = "shopify_refund_not_mirrored"
 # Shopify's cancel reason for each of our statuses that undo a pushed order.
 CANCEL_REASONS = {orders.REFUNDED: "customer", orders.CANCELLED: "other"}
 
@@ -285,6 +557,13 @@ class _Line:
     inventory_item_id: int
     variant_id: int
     quantity: int
+    unit_price_minor: int
+
+
+def refund_key(refund_id: str) -> str:
+    """The @idempotent key of a refund's refundCreate: derived from our refund id, so every
+    retry (any relay, any process) sends the same one and Shopify records the refund once."""
+    return f"dotshop-refund-{refund_id}"
 
 
 class OrderPusher:
@@ -292,11 +571,12 @@ class OrderPusher:
 
     Every delivery looks at the order as it is now (under its lock), so the same message serves
     the payment, a refund and a cancellation, and any retry converges:
-    - not in Shopify yet: a paid order with committed units is created there (or found, if an
-      earlier attempt created it and died) and acknowledged; anything else is `push_skipped`;
-    - in Shopify and refunded in full or cancelled here: cancelled there, restocking, once;
-    - in Shopify and partially refunded: noted on our timeline only (the goods still ship;
-      the money moves through Stripe, and a Shopify refund could only record it again).
+    - not in Shopify yet: a paid order with committed units is created there with the prices
+      charged (or found by its sourceIdentifier, if an earlier attempt created it and died) and
+      acknowledged; anything else is `push_skipped`;
+    - in Shopify: each of our succeeded refunds is recorded there (refundCreate, @idempotent on
+      a key derived from the refund id), once;
+    - in Shopify and refunded in full or cancelled here: cancelled there, restocking, once.
     Shopify is never called while the order row is locked; the lock is taken again to record
     what Shopify did, and that record is what later deliveries decide on."""
 
@@ -308,6 +588,7 @@ class OrderPusher:
     def __call__(self, message: Message) -> None:
         order_id = message.payload["order_id"]
         self._reach_shopify(order_id)
+        self._mirror_refunds(order_id)
         self._mirror_undo(order_id)
 
     # ------------------------------------------------------------------ creating the order
@@ -321,17 +602,17 @@ class OrderPusher:
                 h.status == inventory.COMMITTED for h in inventory.holds(session, order_id)
             )
             pushable = order.status in PUSHABLE and committed
-            since_id = self._push_marker(session, order_id)
-            if since_id is None:
+            # Only an attempt that began before this one can have created the order.
+            may_exist = orders.has_event(session, order_id, (PUSH_STARTED,))
+            if not may_exist:
                 if not pushable:
                     self._skip(session, order_id, order.status)
                     return
-                since_id = self._start_push(session, order_id)
+                orders.add_event(session, order_id, PUSH_STARTED, {})
             lines = self._lines(session, order_id)
             email, currency, status = order.email, order.currency, order.status
-        # An earlier attempt may have created the order and died before recording it: Shopify
-        # ids grow, so it is among the orders newer than the marker that attempt committed.
-        shopify_id = self.gateway.find_order_by_reference(order_id, since_id)
+            paid_at = order.paid_at
+        shopify_id = self.gateway.find_order(order_id) if may_exist else None
         if shopify_id is None:
             if not pushable:  # refunded or cancelled since an attempt that never got through
                 with transaction(self.engine) as session:
@@ -342,7 +623,7 @@ class OrderPusher:
                 reference=order_id,
                 email=email,
                 currency=currency,
-                lines=[(line.variant_id, line.quantity) for line in lines],
+                lines=[(line.variant_id, line.quantity, line.unit_price_minor) for line in lines],
             )
         # Shopify's levels now include this order; they land with the acknowledgement.
         levels = self.gateway.inventory_levels(
@@ -359,6 +640,8 @@ class OrderPusher:
             orders.add_event(
                 session, order_id, "pushed_to_shopify", {"shopify_order_id": shopify_id}
             )
+            if paid_at is not None:
+                sync_lag.record(session, sync_lag.OUTBOUND, dict.fromkeys(skus, paid_at), _now())
 
     @staticmethod
     def _skip(session: Session, order_id: str, status: str) -> None:
@@ -374,6 +657,7 @@ class OrderPusher:
                 Variant.shopify_inventory_item_id,
                 Variant.shopify_variant_id,
                 OrderLine.quantity,
+                OrderLine.unit_price_minor,
             )
             .join(Variant, Variant.sku == OrderLine.sku)
             .where(OrderLine.order_id == order_id)
@@ -381,23 +665,36 @@ class OrderPusher:
         ).all()
         return [_Line(*row) for row in rows]
 
-    @staticmethod
-    def _push_marker(session: Session, order_id: str) -> int | None:
-        """The newest Shopify order id we knew when the first push attempt began, or None when
-        no attempt began. Shopify ids (~5.6e12) exceed PostgreSQL's integer: read as bigint."""
-        return session.scalar(
-            select(cast(OrderEvent.data["since_id"].astext, BigInteger))
-            .where(OrderEvent.order_id == order_id, OrderEvent.kind == "shopify_push_started")
-            .order_by(OrderEvent.id)
-            .limit(1)
-        )
+    # ------------------------------------------------------------------- refunds
 
-    @staticmethod
-    def _start_push(session: Session, order_id: str) -> int:
-        """Record the marker in the order's timeline before anything is sent to Shopify."""
-        marker = int(session.scalar(select(func.coalesce(func.max(Order.shopify_order_id), 0))))
-        orders.add_event(session, order_id, "shopify_push_started", {"since_id": marker})
-        return marker
+    def _mirror_refunds(self, order_id: str) -> None:
+        with transaction(self.engine) as session:
+            order = orders.lock(session, order_id)
+            shopify_id, currency = order.shopify_order_id, order.currency
+            if shopify_id is None:
+                return
+            pending = [
+                (r.id, r.amount_minor)
+                for r in session.scalars(
+                    select(Refund)
+                    .where(Refund.order_id == order_id, Refund.status == refunds.SUCCEEDED)
+                    .order_by(Refund.created_at, Refund.id)
+                )
+                if not orders.has_event(session, order_id, (REFUND_RECORDED,), refund_id=r.id)
+            ]
+        for refund_id, amount in pending:
+            self.gateway.refund(
+                shopify_id, key=refund_key(refund_id), amount_minor=amount, currency=currency
+            )
+            with transaction(self.engine) as session:
+                orders.lock(session, order_id)
+                if not orders.has_event(session, order_id, (REFUND_RECORDED,), refund_id=refund_id):
+                    orders.add_event(
+                        session,
+                        order_id,
+                        REFUND_RECORDED,
+                        {"refund_id": refund_id, "amount": amount, "shopify_order_id": shopify_id},
+                    )
 
     # ------------------------------------------------------------------- undoing the order
 
@@ -406,11 +703,6 @@ class OrderPusher:
             order = orders.lock(session, order_id)
             shopify_id = order.shopify_order_id
             if shopify_id is None or orders.has_event(session, order_id, (CANCELLED_IN_SHOPIFY,)):
-                return
-            if order.status == orders.PARTIALLY_REFUNDED:
-                noted = {"shopify_order_id": shopify_id, "refunded": order.refunded_minor}
-                if not orders.has_event(session, order_id, (REFUND_NOT_MIRRORED,), **noted):
-                    orders.add_event(session, order_id, REFUND_NOT_MIRRORED, noted)
                 return
             reason = CANCEL_REASONS.get(order.status)
             if reason is None:
@@ -442,3 +734,4 @@ def register_handlers(handlers: Handlers) -> None:
         settings.selling_locations,
     )
     handlers.register(PUSH_ORDER_TO_SHOPIFY, pusher)
+    handlers.register(revalidate.TOPIC, revalidate.Revalidator(settings))

@@ -196,8 +196,14 @@ def run_relay(
         _restore_signals(previous)
 
 
-def run_sync(*, once: bool = False) -> None:
-    """The sync process: a full catalog + stock load now, then every SYNC_INTERVAL_SECONDS."""
+def run_sync(
+    *,
+    once: bool = False,
+    full: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """The sync process: a repair now (full on first start or when asked: a bulk operation),
+    then one every SYNC_INTERVAL_SECONDS of what changed since the last."""
     from core import shopify_sync
     from core.db import database_url, engine_for
     from core.settings import get_settings
@@ -206,9 +212,13 @@ def run_sync(*, once: bool = False) -> None:
     settings = get_settings()
     engine = engine_for(database_url(settings))
     gateway = ShopifyGateway.from_settings(settings)
+    pending_full = [full]
 
     def step() -> bool:
-        shopify_sync.load_catalog(engine, gateway, settings.selling_locations)
+        shopify_sync.repair(
+            engine, gateway, settings.selling_locations, full=pending_full[0], progress=progress
+        )
+        pending_full[0] = False
         return False
 
     if once:

@@ -116,14 +116,34 @@ def relay(once: Annotated[bool, typer.Option("--once")] = False) -> None:
 
 
 @app.command()
-def sync(once: Annotated[bool, typer.Option("--once")] = False) -> None:
-    """Keep the catalog projection in step with Shopify (full load now, then periodically)."""
+def sync(
+    once: Annotated[bool, typer.Option("--once")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Repair everything now (a Shopify bulk operation).")
+    ] = False,
+) -> None:
+    """Keep the catalog projection in step with Shopify: a full repair on first start (or with
+    --full), then what changed since the last one, periodically."""
+    import contextlib
+
     from core import logs
     from core.worker import run_sync
 
     logs.configure()
-    with _clear_errors():
-        run_sync(once=once)
+    with _clear_errors(), contextlib.ExitStack() as stack:
+        progress = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            bar = stack.enter_context(Progress(transient=True))
+            tasks: dict[str, int] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(f"Shopify {phase}", total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+        run_sync(once=once, full=full, progress=progress)
 
 
 def _operator() -> str:

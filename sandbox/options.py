@@ -10,7 +10,8 @@ DEFAULT_STRIPE_WEBHOOK_SECRET = "whsec_dotshop_sandbox"
 DEFAULT_SHOPIFY_ACCESS_TOKEN = "shpat_dotshop_sandbox"
 DEFAULT_SHOPIFY_API_SECRET = "shpss_dotshop_sandbox"
 DEFAULT_SHOPIFY_SHOP = "dotshop-demo.myshopify.com"
-SHOPIFY_API_VERSION = "2025-01"
+# The version webhook subscriptions are made with (core.shopify_gateway.API_VERSION).
+SHOPIFY_API_VERSION = "2026-10"
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 # Every table; TRUNCATE ... CASCADE handles the order.
 ALL_TABLES = (
     "stripe_payment, stripe_refund, stripe_dispute, violation, check_run, sync_cursor, "
+    "sync_lag_sample, "
     "balance_txn, ledger_entry, ledger_txn, order_event, order_flag, refund, reservation, "
     "order_line, orders, outbox, webhook_inbox, idempotency_key, audit_log, stock, variant_price, "
     "inventory_level, variant, product"

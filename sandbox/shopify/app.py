@@ -65,6 +65,8 @@ class ShopifySandbox:
         self.admin = build_router(self.store)
         self.control = build_control_router(self)
         self.calls: Counter[str] = Counter()
+        # Storefront revalidation calls received (control API), for tests to assert on.
+        self.revalidations: list[dict[str, str]] = []
         self._calls_lock = threading.Lock()
         self.reset(seed=options.seed, with_catalog=options.demo_catalog)
         # After the first reset (which clears faults), so the start-up faults stay in force.
@@ -79,6 +81,7 @@ class ShopifySandbox:
         self.graphql.reset()
         with self._calls_lock:
             self.calls.clear()
+            self.revalidations.clear()
         if self.options.demo_catalog if with_catalog is None else with_catalog:
             self.store.seed(demo_catalog())
         if self.options.shopify_webhook_url:

@@ -71,6 +71,17 @@ def build_control_router(sandbox: Any) -> Router:
             raise ShopifyError(422, {"base": [f"Not enough available stock: {exc}"]}) from exc
         return Response(200, {"sale": sold})
 
+    def revalidate(request: Request) -> Response:
+        """A storefront's on-demand revalidation endpoint (Next.js route handler style:
+        ?path=&tags=&secret=), recorded so tests can see what dotshop asked to re-render."""
+        with sandbox._calls_lock:
+            sandbox.revalidations.append({k: v[-1] for k, v in request.query.items()})
+        return Response(200, {"revalidated": True})
+
+    def revalidations(request: Request) -> Response:
+        with sandbox._calls_lock:
+            return Response(200, {"calls": list(sandbox.revalidations)})
+
     def advance_clock(request: Request) -> Response:
         seconds = float(request.json().get("seconds", 0))
         try:
@@ -88,6 +99,8 @@ def build_control_router(sandbox: Any) -> Router:
     router.add("POST", "/_sandbox/inventory/sell", sell)
     router.add("POST", "/_sandbox/inventory/pos_sale", sell_at_pos)
     router.add("POST", "/_sandbox/clock/advance", advance_clock)
+    router.add("POST", "/_sandbox/storefront/revalidate", revalidate)
+    router.add("GET", "/_sandbox/storefront/revalidations", revalidations)
     return router
 
 

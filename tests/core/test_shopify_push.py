@@ -1,7 +1,8 @@
-"""The `shopify.push_order` handler against a real sandbox Shopify and a real PostgreSQL:
-retried pushes converge to exactly one Shopify order (DESIGN.md: "a retry after a crash
-resumes where the last committed phase left off"), and Shopify reflects refunds and
-cancellations (REST orders/{id}/cancel.json with restock=true)."""
+"""The `shopify.push_order` handler against a real sandbox Shopify (GraphQL Admin API) and a
+real PostgreSQL: retried pushes converge to exactly one Shopify order (DESIGN.md: "a retry after
+a crash resumes where the last committed phase left off"; the retry finds the order by its
+sourceIdentifier), the order carries the prices and currency charged, and Shopify reflects
+refunds (refundCreate, @idempotent) and cancellations (orderCancel with restock: true)."""
 
 from __future__ import annotations
 
@@ -53,13 +54,13 @@ def pushed_before(engine: Engine, shop: Shop) -> None:
     id (~5.6e12), beyond PostgreSQL's integer."""
     order_id = paid_order(engine, {OTHER: 1})
     pusher(engine, shop.gateway())(push_message(order_id))
-    assert shop.orders_for(order_id)[0].id > 2**31
+    assert int(shop.orders_for(order_id)[0]["legacyResourceId"]) > 2**31
 
 
 class DiesBeforeShopify(ShopifyGateway):
     """Our process dies after the push began (marker committed), before calling Shopify."""
 
-    def find_order_by_reference(self, reference: str, since_id: int | None) -> int | None:
+    def create_order(self, **kwargs: Any) -> int:
         raise RuntimeError("killed before calling Shopify")
 
 
@@ -85,7 +86,7 @@ def fail_first_attempt(engine: Engine, shop: Shop, order_id: str, how: str) -> N
         shop.faults(
             error_rate=1.0,
             error_phase="after",
-            path_prefix=f"/admin/api/{API_VERSION}/orders.json",
+            path_prefix=f"/admin/api/{API_VERSION}/graphql.json",
             method="POST",
         )
         try:
@@ -112,7 +113,7 @@ def test_a_retried_push_converges_to_one_acknowledged_shopify_order(
 
     ours = shop.orders_for(order_id)
     assert len(ours) == 1
-    assert [(li.sku, li.quantity) for li in ours[0].line_items] == [(SKU, 2)]
+    assert [(li["sku"], li["quantity"]) for li in ours[0]["lineItems"]["nodes"]] == [(SKU, 2)]
     assert kinds(clean_engine, order_id).count("pushed_to_shopify") == 1
     available, reserved, committed = stock(clean_engine, SKU)
     assert (reserved, committed) == (0, 0)
@@ -148,11 +149,13 @@ def test_a_refund_after_the_push_cancels_the_shopify_order_and_restocks(
     pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))  # redelivered
 
     (ours,) = shop.orders_for(order_id)
-    assert ours.cancelled_at and ours.cancel_reason == "customer"
+    assert ours["cancelledAt"] and ours["cancelReason"] == "CUSTOMER"
+    assert ours["displayFinancialStatus"] == "REFUNDED"
     assert shop.level(item) == before
     assert stock(clean_engine, SKU) == (before, 0, 0)
     cancelled = [d for k, d in timeline(clean_engine, order_id) if k == "shopify_order_cancelled"]
-    assert cancelled == [{"shopify_order_id": ours.id, "reason": "customer", "restock": True}]
+    shopify_id = int(ours["legacyResourceId"])
+    assert cancelled == [{"shopify_order_id": shopify_id, "reason": "customer", "restock": True}]
 
 
 def test_a_cancel_whose_response_was_lost_is_not_repeated(shop: Shop, clean_engine: Engine) -> None:
@@ -171,7 +174,7 @@ def test_a_cancel_whose_response_was_lost_is_not_repeated(shop: Shop, clean_engi
 
     pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
 
-    assert shop.orders_for(order_id)[0].cancelled_at
+    assert shop.orders_for(order_id)[0]["cancelledAt"]
     assert shop.level(item) == before == stock(clean_engine, SKU)[0]
     assert kinds(clean_engine, order_id).count("shopify_order_cancelled") == 1
 
@@ -191,22 +194,58 @@ def test_a_refund_after_a_push_that_died_unrecorded_still_cancels_in_shopify(
     pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
 
     (ours,) = shop.orders_for(order_id)
-    assert ours.cancelled_at
+    assert ours["cancelledAt"]
     assert shop.level(item) == before == stock(clean_engine, SKU)[0]
-    assert kinds(clean_engine, order_id)[-2:] == ["pushed_to_shopify", "shopify_order_cancelled"]
+    assert kinds(clean_engine, order_id)[-3:] == [
+        "pushed_to_shopify",
+        "shopify_refund_recorded",
+        "shopify_order_cancelled",
+    ]
 
 
-def test_a_partial_refund_after_the_push_is_noted_not_sent(
+def test_a_partial_refund_is_recorded_in_shopify_once_even_when_its_answer_is_lost(
     shop: Shop, clean_engine: Engine
 ) -> None:
+    """refundCreate is @idempotent on a key derived from our refund id: a retry after a lost
+    answer returns the first refund (shopify.dev idempotent requests); the order stays open."""
     order_id = paid_order(clean_engine, {SKU: 2})
     pusher(clean_engine, shop.gateway())(push_message(order_id))
-    refund_part(clean_engine, order_id, 500)
+    refund_id = refund_part(clean_engine, order_id, 500)
+    shop.faults(error_rate=1.0, error_phase="after", path_prefix="", method="POST")
+    try:
+        with pytest.raises(ProviderUnavailable):
+            pusher(clean_engine, shop.gateway())(push_message(order_id))
+    finally:
+        shop.faults(error_rate=0.0, method="")
 
-    pusher(clean_engine, shop.gateway())(push_message(order_id))
     pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=1))
+    pusher(clean_engine, shop.gateway())(push_message(order_id, attempts=2))
 
     (ours,) = shop.orders_for(order_id)
-    assert not ours.cancelled_at
-    noted = [d for k, d in timeline(clean_engine, order_id) if k == "shopify_refund_not_mirrored"]
-    assert noted == [{"shopify_order_id": ours.id, "refunded": 500}]
+    assert not ours["cancelledAt"]
+    assert ours["displayFinancialStatus"] == "PARTIALLY_REFUNDED"
+    assert ours["totalRefundedSet"]["shopMoney"]["amount"] == "5.00"
+    recorded = [d for k, d in timeline(clean_engine, order_id) if k == "shopify_refund_recorded"]
+    shopify_id = int(ours["legacyResourceId"])
+    assert recorded == [{"refund_id": refund_id, "amount": 500, "shopify_order_id": shopify_id}]
+
+
+def test_the_pushed_order_carries_the_prices_and_currency_charged_and_our_id(
+    shop: Shop, clean_engine: Engine
+) -> None:
+    """orderCreate with line priceSet in the order's currency (taxes included in our prices),
+    our order id as sourceIdentifier and as the dotshop_order_id custom attribute."""
+    order_id = paid_order(clean_engine, {SKU: 2, OTHER: 1}, currency="eur", unit_price=12_345)
+    pusher(clean_engine, shop.gateway())(push_message(order_id))
+
+    (ours,) = shop.orders_for(order_id)
+    assert ours["currencyCode"] == "EUR"
+    assert ours["sourceIdentifier"] == order_id
+    assert ours["customAttributes"] == [{"key": "dotshop_order_id", "value": order_id}]
+    assert ours["taxesIncluded"] is True
+    assert ours["totalPriceSet"]["shopMoney"] == {"amount": "370.35", "currencyCode": "EUR"}
+    lines = {
+        li["sku"]: (li["quantity"], li["originalUnitPriceSet"]["shopMoney"]["amount"])
+        for li in ours["lineItems"]["nodes"]
+    }
+    assert lines == {SKU: (2, "123.45"), OTHER: (1, "123.45")}

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from core import relay, shopify_sync, sweeper
 from core.outbox import Handlers, RetryPolicy
 from core.payment_effects import StripeEffects
-from core.shopify_gateway import ShopifyGateway
+from core.shopify_gateway import API_VERSION, ShopifyGateway
 from core.stripe_gateway import StripeGateway
 from tests.processes import Process, free_port, start_dotshop
 
@@ -70,7 +70,7 @@ class Stack:
 
     @property
     def shopify_site(self) -> str:
-        return f"{self.shopify_base}/admin/api/2025-01"
+        return f"{self.shopify_base}/admin/api/{API_VERSION}"
 
     def stripe_client(self, retries: int = 0) -> stripe.StripeClient:
         return stripe.StripeClient(
@@ -134,21 +134,15 @@ class Stack:
 
     def set_stock(self, sku: str, available: int) -> None:
         """Set Shopify's level for a SKU and apply it to the projection (as a webhook would)."""
-        import shopify
+        from core.db import transaction
+        from tests.core.shopify_support import Shop
 
-        gateway = self.shopify_gateway()
         item_id = self.scalar(
             "SELECT shopify_inventory_item_id FROM variant WHERE sku = :sku", sku=sku
         )
-        level = gateway.call(
-            lambda: shopify.InventoryLevel.set(
-                location_id=1, inventory_item_id=item_id, available=available
-            )
-        )
-        from core.db import transaction
-
+        level = Shop(self.shopify_base, SHOPIFY_TOKEN).set_level(item_id, available)
         with transaction(self.engine) as session:
-            shopify_sync.apply_level(session, level.to_dict())
+            shopify_sync.apply_level(session, level)
 
 
 def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.1) -> Any:

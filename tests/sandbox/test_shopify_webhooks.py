@@ -22,10 +22,11 @@ from sandbox.options import (
     DEFAULT_SHOPIFY_ACCESS_TOKEN,
     DEFAULT_SHOPIFY_API_SECRET,
     DEFAULT_SHOPIFY_SHOP,
+    SHOPIFY_API_VERSION,
 )
 from tests.processes import Process, free_port, start_sandbox
 
-VERSION = "2025-01"
+VERSION = SHOPIFY_API_VERSION
 TOPICS = {
     "products/create",
     "products/update",
