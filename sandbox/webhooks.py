@@ -99,6 +99,8 @@ class WebhookDispatcher:
         copies = 2 if self.faults.roll(self.faults.config.webhook_duplicate_rate) else 1
         dropped = self.faults.roll(self.faults.config.webhook_drop_rate)
         index = zlib.crc32((url if lane is None else lane).encode()) % len(self._threads)
+        if self.faults.config.webhook_reorder:
+            index = 0  # one lane collects them all, so its batches can be shuffled
         with self._cond:
             for _ in range(copies):
                 delivery = Delivery(next(self._ids), url, body, sign, event_id, index)
