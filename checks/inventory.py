@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 
 from checks.registry import CheckContext, check
+from core.shopify_sync import mirrored_holds
 from core.violations import Finding
 
 # Money at stake is priced in usd: every SKU has a usd price (core.shopify_sync.product_data
@@ -119,6 +120,9 @@ def inventory_drift(ctx: CheckContext) -> list[Finding]:
     remember it). A difference younger than that is a webhook still on its way."""
     with ctx.engine.connect() as conn:
         projection = conn.execute(PROJECTION_SQL, {"currency": PRICE_CURRENCY}).all()
+        # Our projection counts the units of our holds that Shopify keeps in `reserved`
+        # (core.shopify_sync); Shopify's live `available`, read below, leaves them out.
+        held = mirrored_holds(conn, [r.sku for r in projection])
     if not projection:
         return []
     live = _live_totals(ctx, sorted(r.item_id for r in projection))
@@ -126,7 +130,7 @@ def inventory_drift(ctx: CheckContext) -> list[Finding]:
     findings = []
     for r in projection:
         shopify, live_at = live.get(r.item_id, (0, None))
-        difference = r.projected - shopify
+        difference = r.projected - held.get(r.sku, 0) - shopify
         if abs(difference) <= ctx.settings.drift_tolerance:
             continue
         since = max(
@@ -137,6 +141,7 @@ def inventory_drift(ctx: CheckContext) -> list[Finding]:
             continue
         evidence: dict[str, Any] = {
             "projected": r.projected,
+            "held_in_shopify_reserved": held.get(r.sku, 0),
             "shopify": shopify,
             "difference": difference,
             "tolerance": ctx.settings.drift_tolerance,

@@ -12,6 +12,12 @@ are touched in SKU order, so two multi-SKU operations cannot deadlock on each ot
 
 A reservation changes status in the same statement that claims it (`... WHERE status = 'held'`),
 so release/commit/expire are idempotent and happen exactly once even when called concurrently.
+
+Shopify's other channels see our holds: every hold is queued as a `shopify.hold` message when it
+is taken (by the checkout's SQL function, migration 0007), and every reservation that stops
+being live (released, expired, refunded before the push, or acknowledged once Shopify has the
+order) queues one `shopify.unhold` with the claim that changes its status, so once per
+reservation. Both are ordered per SKU (`sku:<SKU>`); core.shopify_sync moves the units.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core import outbox
 from core.errors import InsufficientStock, InvalidRequest, UnknownSku
 from core.ids import new_id
 from core.models import Order, Reservation, Stock
@@ -36,6 +43,9 @@ EXPIRED = "expired"
 FULFILLED = "fulfilled"
 # Statuses a hold can end in without being sold (release's `to_status`).
 ENDED = frozenset({RELEASED, EXPIRED})
+# Outbox topics that mirror a hold in Shopify: units to `reserved`, and back out of it.
+SHOPIFY_HOLD = "shopify.hold"
+SHOPIFY_UNHOLD = "shopify.unhold"
 
 
 @dataclass(frozen=True)
@@ -179,8 +189,28 @@ def reserve(
 # ----------------------------------------------------------------- moving reservations along
 
 
+def sku_key(sku: str) -> str:
+    """The outbox ordering key of everything that changes one SKU's stock in Shopify."""
+    return f"sku:{sku}"
+
+
+def _queue_unholds(session: Session, ended: Sequence[tuple[str, str, str, int]]) -> None:
+    """(reservation id, order id, sku, quantity) that stopped being live: Shopify's `reserved`
+    gives their units back. Called once per reservation, by the claim that ended it. The hold's
+    own message committed with the hold, before anything could claim the reservation, so its
+    unhold always comes after it in the SKU's order."""
+    for rid, order_id, sku, quantity in sorted(ended, key=lambda r: (r[2], r[0])):
+        outbox.enqueue(
+            session,
+            topic=SHOPIFY_UNHOLD,
+            ordering_key=sku_key(sku),
+            payload={"reservation_id": rid, "order_id": order_id, "sku": sku, "quantity": quantity},
+        )
+
+
 def _claim(session: Session, order_id: str, from_status: str, to_status: str) -> list[Line]:
     """Move an order's reservations from one status to another; return what moved, per SKU.
+    Reservations that stop being live (anything but `committed`) queue their Shopify unhold.
 
     The rows are locked in SKU order first (the same order everywhere), and the status test in
     the UPDATE makes a second or concurrent call move nothing."""
@@ -194,9 +224,11 @@ def _claim(session: Session, order_id: str, from_status: str, to_status: str) ->
         update(Reservation)
         .where(Reservation.id.in_(locked.scalar_subquery()), Reservation.status == from_status)
         .values(status=to_status, updated_at=func.now())
-        .returning(Reservation.sku, Reservation.quantity)
+        .returning(Reservation.id, Reservation.sku, Reservation.quantity)
     ).all()
-    return [Line(sku, qty) for sku, qty in sorted(rows)]
+    if to_status != COMMITTED:
+        _queue_unholds(session, [(rid, order_id, sku, qty) for rid, sku, qty in rows])
+    return [Line(sku, qty) for _, sku, qty in sorted(rows, key=lambda r: r[1])]
 
 
 def _clear_shortfall_after(reserved_delta: int, committed_delta: int) -> ColumnElement:
@@ -315,6 +347,7 @@ def expire_due(session: Session, now: datetime, limit: int = 100) -> list[str]:
         .where(Reservation.id.in_([r.id for r in claimed]))
         .values(status=EXPIRED, updated_at=func.now())
     )
+    _queue_unholds(session, [(r.id, r.order_id, r.sku, r.quantity) for r in claimed])
     per_sku: dict[str, int] = defaultdict(int)
     for r in claimed:
         per_sku[r.sku] += r.quantity

@@ -308,6 +308,51 @@ class ShopifyGateway:
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"bulk result download failed: {exc}") from exc
 
+    def move_quantities(
+        self,
+        *,
+        item_id: int,
+        location_id: int,
+        quantity: int,
+        source: str,
+        target: str,
+        key: str,
+        document: str,
+    ) -> None:
+        """Move units of one item between two quantity names at one location
+        (inventoryMoveQuantities, @idempotent on `key`: a retry with the same key returns the
+        first result and changes nothing). `document` is the ledger document of the side that
+        is not `available` (Shopify refuses one on `available`).
+
+        changeFromQuantity is sent as null on purpose: a move is relative, and the compared
+        quantity would differ between an attempt that reached Shopify and its retry, which
+        Shopify then refuses as IDEMPOTENCY_KEY_PARAMETER_MISMATCH instead of answering the
+        first result."""
+
+        def terminal(name: str) -> dict[str, Any]:
+            ledger = None if name == "available" else document
+            return {
+                "locationId": gid("Location", location_id),
+                "name": name,
+                "ledgerDocumentUri": ledger,
+                "changeFromQuantity": None,
+            }
+
+        move = {
+            "reason": "reservation_created" if target == "reserved" else "reservation_deleted",
+            "referenceDocumentUri": document,
+            "changes": [
+                {
+                    "inventoryItemId": gid("InventoryItem", item_id),
+                    "quantity": quantity,
+                    "from": terminal(source),
+                    "to": terminal(target),
+                }
+            ],
+        }
+        payload = self.execute(MOVE_QUANTITIES, {"input": move, "key": key})
+        self._user_errors(payload["inventoryMoveQuantities"])
+
     # ------------------------------------------------------------------ orders
 
     def find_order(self, reference: str) -> int | None:
@@ -477,6 +522,12 @@ mutation Cancel($id: ID!, $reason: OrderCancelReason!, $restock: Boolean!) {
   orderCancel(orderId: $id, reason: $reason, refund: false, restock: $restock,
               notifyCustomer: false) {
     orderCancelUserErrors { code field message }
+  }
+}"""
+MOVE_QUANTITIES = """
+mutation Move($input: InventoryMoveQuantitiesInput!, $key: String!) {
+  inventoryMoveQuantities(input: $input) @idempotent(key: $key) {
+    userErrors { code field message }
   }
 }"""
 ORDER_CANCELLED = "query Cancelled($id: ID!) { order(id: $id) { cancelledAt } }"

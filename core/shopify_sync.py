@@ -11,7 +11,14 @@ a SKU's Shopify stock is the sum over the locations that sell online
 Outbound: the outbox handler `OrderPusher` makes Shopify reflect our order: a paid order is
 created there with the prices charged (Shopify commits its units and our committed units
 become acknowledged), our refunds are recorded on it, and a pushed order that we refund in
-full or cancel is cancelled there with a restock.
+full or cancel is cancelled there with a restock. `HoldMirror` makes our holds visible to
+Shopify's other channels: a checkout's units move from `available` to `reserved` there, and
+back when the hold ends or the order reaches Shopify.
+
+Because Shopify's `available` leaves out the units of our holds it has in `reserved`, our
+projection of a SKU's Shopify stock (stock.shopify_available) adds them back
+(`mirrored_holds`), so sellable = shopify_available - reserved - committed keeps counting every
+live hold once, whether or not it has reached Shopify yet.
 """
 
 from __future__ import annotations
@@ -22,14 +29,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, and_, exists, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core import catalog, cursors, inbox, inventory, orders, refunds, revalidate, sync_lag
 from core.db import transaction
+from core.errors import ShopifyRejected
 from core.logs import get_logger
-from core.models import InventoryLevel, OrderLine, Product, Refund, Variant
+from core.models import InventoryLevel, OrderEvent, OrderLine, Product, Refund, Reservation, Variant
 from core.outbox import Handlers, Message
 from core.payments import PUSH_ORDER_TO_SHOPIFY
 from core.settings import get_settings
@@ -164,10 +172,18 @@ def _selling(locations: int | Sequence[int] | None) -> list[int]:
     return sorted(set(locations))
 
 
-def record_levels(session: Session, levels: Sequence[dict[str, Any]]) -> set[tuple[int, int]]:
+def record_levels(
+    session: Session, levels: Sequence[dict[str, Any]], read_after: datetime | None = None
+) -> set[tuple[int, int]]:
     """Store Shopify inventory levels (per item and location) in one statement; returns the
     (item, location) pairs that were new, i.e. not stale against what we hold. Two levels of
-    one pair in one call are decided first by the same rule (`inventory.stale_level`)."""
+    one pair in one call are decided first by the same rule (`inventory.stale_level`).
+
+    `read_after`: the levels were read from Shopify after this moment (our database's clock).
+    A stored level of the same second that we recorded before it describes Shopify before
+    that read, so the read wins the tie even when it is higher: that is how units we moved
+    back into `available` ourselves count at once instead of after a settling repair. A level
+    recorded since then may be newer than the read, so it keeps the tie rule."""
     winners: dict[tuple[int, int], tuple[datetime, int]] = {}
     for level in levels:
         pair = (int(level["inventory_item_id"]), int(level["location_id"]))
@@ -209,6 +225,12 @@ def record_levels(session: Session, levels: Sequence[dict[str, Any]]) -> set[tup
                 InventoryLevel.available,
                 incoming.shopify_updated_at,
                 incoming.available,
+            )
+            | (
+                (InventoryLevel.shopify_updated_at == incoming.shopify_updated_at)
+                & (InventoryLevel.synced_at < read_after)
+                if read_after is not None
+                else False
             ),
         ).returning(InventoryLevel.shopify_inventory_item_id, InventoryLevel.shopify_location_id)
     ).all()
@@ -218,8 +240,9 @@ def record_levels(session: Session, levels: Sequence[dict[str, Any]]) -> set[tup
 def totals_by_sku(
     session: Session, skus: Sequence[str], locations: Sequence[int]
 ) -> dict[str, tuple[int, datetime]]:
-    """Shopify's available units per SKU over the selling locations, with the newest
-    updated_at (SKUs with no level at those locations are left out)."""
+    """Shopify's stock per SKU over the selling locations as our projection counts it (its
+    available units plus our live holds it has in `reserved`, see `mirrored_holds`), with the
+    newest updated_at (SKUs with no level at those locations are left out)."""
     rows = session.execute(
         select(
             Variant.sku,
@@ -233,11 +256,15 @@ def totals_by_sku(
         .where(Variant.sku.in_(list(skus)), InventoryLevel.shopify_location_id.in_(locations))
         .group_by(Variant.sku)
     ).all()
-    return {sku: (int(total), at) for sku, total, at in rows}
+    held = mirrored_holds(session, [sku for sku, _, _ in rows])
+    return {sku: (int(total) + held.get(sku, 0), at) for sku, total, at in rows}
 
 
 def apply_levels(
-    session: Session, levels: Sequence[dict[str, Any]], locations: Sequence[int]
+    session: Session,
+    levels: Sequence[dict[str, Any]],
+    locations: Sequence[int],
+    read_after: datetime | None = None,
 ) -> dict[str, datetime]:
     """Record Shopify levels (any location) and bring the stock of their SKUs up to date with
     the sum over the selling locations. Returns the SKUs that got a new (not stale) level,
@@ -257,7 +284,7 @@ def apply_levels(
     inventory.lock_stock(session, sku_of.values())
 
     new: dict[str, datetime] = {}
-    recorded = record_levels(session, levels)
+    recorded = record_levels(session, levels, read_after)
     for level in levels:
         pair = (int(level["inventory_item_id"]), int(level["location_id"]))
         sku = sku_of.get(pair[0])
@@ -724,14 +751,181 @@ class OrderPusher:
             )
 
 
+# ----------------------------------------------------------------------------- holds
+
+# Timeline events of a reservation's units in Shopify's `reserved` (data: reservation_id): moved
+# there, moved back out, or a move Shopify refused (data: direction, codes).
+HOLD_PLACED = "shopify_hold_placed"
+HOLD_LIFTED = "shopify_hold_lifted"
+HOLD_REFUSED = "shopify_hold_refused"
+# Refusals that mean Shopify's quantities are not what the move expected: a channel sold the
+# units first, or someone emptied `reserved` in the admin. A retry gets the same answer (same
+# key), so the move is given up, logged and recorded, and the periodic repair brings our
+# projection to whatever Shopify now has; the oversell check reports a real shortfall.
+MOVED_UNDER_US = frozenset({"CHANGE_FROM_QUANTITY_STALE", "INVALID_QUANTITY_NEGATIVE"})
+# Our live reservations: their units count against our stock, so also against Shopify's.
+LIVE = (inventory.HELD, inventory.COMMITTED)
+
+
+def hold_key(reservation_id: str, direction: str) -> str:
+    """The @idempotent key of a reservation's move (`place` or `lift`): every retry of it, from
+    any relay, sends the same key, so Shopify moves the units once."""
+    return f"dotshop-hold-{reservation_id}-{direction}"
+
+
+def mirrored_holds(conn: Session | Connection, skus: Sequence[str]) -> dict[str, int]:
+    """Units per SKU of our live reservations that sit in Shopify's `reserved`: placed there and
+    not lifted. A hold counts from when its move is recorded and stops counting as soon as it
+    ends here, before its units are back in `available`: in between, Shopify's available is
+    the lower of the two, so our projection errs towards selling less, never more."""
+
+    def event(*kinds: str) -> Any:
+        return exists().where(
+            OrderEvent.order_id == Reservation.order_id,
+            OrderEvent.kind.in_(kinds),
+            OrderEvent.data["reservation_id"].astext == Reservation.id,
+        )
+
+    rows = conn.execute(
+        select(Reservation.sku, func.sum(Reservation.quantity))
+        .where(
+            and_(
+                Reservation.sku.in_(list(skus)),
+                Reservation.status.in_(LIVE),
+                event(HOLD_PLACED),
+                ~event(HOLD_LIFTED, HOLD_REFUSED),
+            )
+        )
+        .group_by(Reservation.sku)
+    ).all()
+    return {sku: int(units) for sku, units in rows}
+
+
+class HoldMirror:
+    """The outbox handlers of `shopify.hold` and `shopify.unhold` (core.inventory queues them,
+    ordered per SKU): a reservation's units move from `available` to `reserved` in Shopify, so
+    no other channel (POS, marketplaces) can sell a unit a web shopper is paying for, and back
+    when the hold ends here. Both moves are @idempotent on a key per reservation and
+    direction, so a retry after Shopify moved and before we recorded it changes nothing.
+
+    A paid order's units leave `reserved` only after Shopify has the order: orderCreate claims
+    its units from `available` (`committed` is not a state one can move units into), and the
+    acknowledgement of the push ends the reservation, queueing the unhold. Between the two,
+    Shopify's available is short by the order's units rather than long, so a POS sale can never
+    take them; moving them back first would leave them sellable until the order is created.
+
+    Holds are placed at the first selling location (a web checkout does not choose one)."""
+
+    def __init__(
+        self, engine: Engine, gateway: ShopifyGateway, locations: int | Sequence[int]
+    ) -> None:
+        self.engine, self.gateway, self.locations = engine, gateway, _selling(locations)
+
+    def register(self, handlers: Handlers) -> None:
+        handlers.register(inventory.SHOPIFY_HOLD, self.hold)
+        handlers.register(inventory.SHOPIFY_UNHOLD, self.unhold)
+
+    def hold(self, message: Message) -> None:
+        order_id, rid = message.payload["order_id"], message.payload["reservation_id"]
+        with transaction(self.engine) as session:
+            if orders.has_event(session, order_id, (HOLD_PLACED, HOLD_REFUSED), reservation_id=rid):
+                return
+            status = session.scalar(select(Reservation.status).where(Reservation.id == rid))
+            item = self._item(session, message.payload["sku"])
+            started = self._now(session)
+        # A first attempt can skip a hold that already ended: no earlier attempt can have moved
+        # it (the relay counts an attempt before running it), and its unhold finds nothing.
+        if item is None or (message.attempts == 0 and status not in LIVE):
+            log.info("shopify.hold_skipped", reservation_id=rid, status=status)
+            return
+        self._move(message.payload, item, self.locations[0], "place", started)
+
+    def unhold(self, message: Message) -> None:
+        order_id, rid = message.payload["order_id"], message.payload["reservation_id"]
+        with transaction(self.engine) as session:
+            placed = session.scalar(
+                select(OrderEvent.data).where(
+                    OrderEvent.order_id == order_id,
+                    OrderEvent.kind == HOLD_PLACED,
+                    OrderEvent.data["reservation_id"].astext == rid,
+                )
+            )
+            if placed is None or orders.has_event(
+                session, order_id, (HOLD_LIFTED, HOLD_REFUSED), reservation_id=rid
+            ):
+                return
+            item = self._item(session, message.payload["sku"])
+            started = self._now(session)
+        if item is not None:
+            self._move(message.payload, item, int(placed["location_id"]), "lift", started)
+
+    @staticmethod
+    def _now(session: Session) -> datetime:
+        """Our database's clock, which stamps every level we record (`synced_at`)."""
+        return session.scalar(select(func.clock_timestamp()))
+
+    @staticmethod
+    def _item(session: Session, sku: str) -> int | None:
+        return session.scalar(select(Variant.shopify_inventory_item_id).where(Variant.sku == sku))
+
+    def _move(
+        self, payload: dict[str, Any], item: int, location: int, direction: str, started: datetime
+    ) -> None:
+        """Move the reservation's units in Shopify, then record it with the levels read after
+        it (`started` is before the move), in one transaction under the stock row lock, so our
+        projection never counts the move twice or not at all, whichever of this and Shopify's
+        webhook lands first."""
+        order_id, rid = payload["order_id"], payload["reservation_id"]
+        sku, quantity = payload["sku"], int(payload["quantity"])
+        source, target = ("available", "reserved")
+        if direction == "lift":
+            source, target = target, source
+        try:
+            self.gateway.move_quantities(
+                item_id=item,
+                location_id=location,
+                quantity=quantity,
+                source=source,
+                target=target,
+                key=hold_key(rid, direction),
+                document=f"dotshop://reservation/{rid}",
+            )
+        except ShopifyRejected as exc:
+            codes = sorted(exc.details.get("codes") or [])
+            if not MOVED_UNDER_US & set(codes):
+                raise
+            log.warning(
+                "shopify.hold_refused", reservation_id=rid, sku=sku, direction=direction,
+                codes=codes,
+            )  # fmt: skip
+            with transaction(self.engine) as session:
+                if not orders.has_event(session, order_id, (HOLD_REFUSED,), reservation_id=rid):
+                    orders.add_event(
+                        session, order_id, HOLD_REFUSED,
+                        {"reservation_id": rid, "sku": sku, "direction": direction,
+                         "codes": codes},
+                    )  # fmt: skip
+            return
+        levels = self.gateway.inventory_levels([item], self.locations)
+        done = HOLD_PLACED if direction == "place" else HOLD_LIFTED
+        with transaction(self.engine) as session:
+            inventory.lock_stock(session, [sku])
+            if not orders.has_event(session, order_id, (done,), reservation_id=rid):
+                orders.add_event(
+                    session, order_id, done,
+                    {"reservation_id": rid, "sku": sku, "quantity": quantity,
+                     "location_id": location},
+                )  # fmt: skip
+            apply_levels(session, levels, self.locations, started)
+
+
 def register_handlers(handlers: Handlers) -> None:
     from core.db import database_url, engine_for
 
     settings = get_settings()
-    pusher = OrderPusher(
-        engine_for(database_url(settings)),
-        ShopifyGateway.from_settings(settings),
-        settings.selling_locations,
-    )
+    engine = engine_for(database_url(settings))
+    gateway = ShopifyGateway.from_settings(settings)
+    pusher = OrderPusher(engine, gateway, settings.selling_locations)
     handlers.register(PUSH_ORDER_TO_SHOPIFY, pusher)
+    HoldMirror(engine, gateway, settings.selling_locations).register(handlers)
     handlers.register(revalidate.TOPIC, revalidate.Revalidator(settings))

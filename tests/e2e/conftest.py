@@ -89,6 +89,7 @@ class Stack:
         handlers.register(
             "shopify.push_order", shopify_sync.OrderPusher(self.engine, self.shopify_gateway(), 1)
         )
+        shopify_sync.HoldMirror(self.engine, self.shopify_gateway(), 1).register(handlers)
         return handlers
 
     def drain(self, rounds: int = 50) -> None:
