@@ -33,6 +33,15 @@ ORDERS = f"""
 query Ours($query: String!) {{
   orders(first: 5, query: $query) {{ nodes {{ {ORDER_FIELDS} }} }}
 }}"""
+# Every quantity of one item at one location (the holds tests read `reserved`).
+QUANTITIES = """
+query Level($item: ID!, $location: ID!) {
+  inventoryItem(id: $item) {
+    inventoryLevel(locationId: $location) {
+      quantities(names: ["available", "reserved", "committed", "on_hand"]) { name quantity }
+    }
+  }
+}"""
 ADJUST = """
 mutation Adjust($input: InventoryAdjustQuantitiesInput!, $key: String!) {
   inventoryAdjustQuantities(input: $input) @idempotent(key: $key) {

@@ -33,6 +33,7 @@ from sandbox.options import (
 )
 from tests.checks.support import run
 from tests.core.shopify_support import (
+    QUANTITIES,
     Shop,
     assert_projection_equals_shopify,
     item_of,
@@ -46,14 +47,6 @@ SKU = "FSH-TRENCH-BEIGE-M"  # 36 available in the demo catalog
 EMAIL = "ada@example.com"
 ADDRESS = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
 FAST_RETRY = RetryPolicy(max_attempts=5, base_seconds=0.0, cap_seconds=0.0)
-QUANTITIES = """
-query Level($item: ID!, $location: ID!) {
-  inventoryItem(id: $item) {
-    inventoryLevel(locationId: $location) {
-      quantities(names: ["available", "reserved", "committed", "on_hand"]) { name quantity }
-    }
-  }
-}"""
 MOVE = """
 mutation Move($input: InventoryMoveQuantitiesInput!, $key: String!) {
   inventoryMoveQuantities(input: $input) @idempotent(key: $key) {

@@ -18,18 +18,9 @@ from core import inventory, relay, shopify_sync
 from core.db import transaction
 from core.outbox import Message
 from core.shopify_gateway import ShopifyGateway, gid
-from tests.core.shopify_support import assert_projection_equals_shopify
+from tests.core.shopify_support import QUANTITIES, assert_projection_equals_shopify
 from tests.e2e.conftest import FAST_RETRY, SHOP, SHOPIFY_TOKEN, Stack, wait_for
 from tests.e2e.helpers import checkout, skus_with_stock, stock
-
-QUANTITIES = """
-query Level($item: ID!, $location: ID!) {
-  inventoryItem(id: $item) {
-    inventoryLevel(locationId: $location) {
-      quantities(names: ["available", "reserved", "committed", "on_hand"]) { name quantity }
-    }
-  }
-}"""
 
 
 def quantities(stack: Stack, sku: str) -> dict[str, int]:
