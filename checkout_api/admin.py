@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -33,22 +32,8 @@ class OutboxAction(msgspec.Struct):
     reason: str | None = None
 
 
-class OutboxMessageOut(msgspec.Struct):
-    id: str
-    topic: str
-    ordering_key: str
-    status: str
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    next_attempt_at: datetime
-    sent_at: datetime | None
-    dead_at: datetime | None
-    discarded_at: datetime | None
-
-
 class OutboxList(msgspec.Struct):
-    data: list[OutboxMessageOut]
+    data: list[relay.OutboxView]
 
 
 class ViolationOut(msgspec.Struct):
@@ -170,7 +155,7 @@ class AdminController(Controller):
     ) -> OutboxList:
         with Session(ctx.engine) as session:
             views = relay.list_messages(session, status, limit)
-        return OutboxList([OutboxMessageOut(**asdict(v)) for v in views])
+        return OutboxList(views)
 
     @post(
         "/outbox/{public_id:str}/retry",

@@ -50,6 +50,14 @@ mutation Adjust($input: InventoryAdjustQuantitiesInput!, $key: String!) {
 }"""
 
 
+class DiesAfterOrderCreate(ShopifyGateway):
+    """Shopify created the order; our process dies before recording it."""
+
+    def create_order(self, **kwargs: Any) -> int:
+        super().create_order(**kwargs)
+        raise RuntimeError("killed after Shopify created the order")
+
+
 class Shop:
     """The sandbox Shopify seen from a test: its control API, and its GraphQL Admin API through
     the real library (our gateway's `execute`)."""
@@ -61,8 +69,9 @@ class Shop:
     def reset(self) -> None:
         httpx.post(f"{self.base}/_sandbox/reset", json={"seed": 0}, timeout=10).raise_for_status()
 
-    def gateway(self) -> ShopifyGateway:
-        return ShopifyGateway(
+    def gateway(self, cls: type[ShopifyGateway] = ShopifyGateway) -> ShopifyGateway:
+        """Our gateway to this shop (or a subclass of it that injects a crash)."""
+        return cls(
             shop=DEFAULT_SHOPIFY_SHOP,
             site=f"{self.base}/admin/api/{API_VERSION}",
             access_token=self.token,

@@ -34,6 +34,7 @@ from sandbox.options import (
 from tests.checks.support import run
 from tests.core.shopify_support import (
     QUANTITIES,
+    DiesAfterOrderCreate,
     Shop,
     assert_projection_equals_shopify,
     item_of,
@@ -253,19 +254,6 @@ class DiesAfterMove(ShopifyGateway):
         raise RuntimeError("killed after Shopify moved the units")
 
 
-class DiesAfterCreate(ShopifyGateway):
-    """Shopify created the order; our process dies before recording it."""
-
-    def create_order(self, **kwargs: Any) -> int:
-        super().create_order(**kwargs)
-        raise RuntimeError("killed after Shopify created the order")
-
-
-def wrap(shop: Shop, cls: type[ShopifyGateway]) -> ShopifyGateway:
-    real = shop.gateway()
-    return cls(shop=real.shop, site=real.site, access_token=real.token)
-
-
 def delivery(engine: Engine, topic: str, attempts: int) -> Message:
     [(key, _, payload)] = outbox(engine, topic)
     return Message(1, "obx_test", topic, key, payload, attempts)
@@ -279,7 +267,7 @@ def test_a_move_retried_after_shopify_moved_changes_shopify_once(
     the retried unhold each move the units once."""
     created = checkout(clean_engine, gateway, settings, {SKU: 4})
     with pytest.raises(RuntimeError):
-        mirror(clean_engine, wrap(shop, DiesAfterMove)).hold(
+        mirror(clean_engine, shop.gateway(DiesAfterMove)).hold(
             delivery(clean_engine, inventory.SHOPIFY_HOLD, 0)
         )
     assert kinds(clean_engine, created["order_id"]) == []
@@ -291,7 +279,7 @@ def test_a_move_retried_after_shopify_moved_changes_shopify_once(
     with transaction(clean_engine) as session:
         inventory.release(session, created["order_id"])
     with pytest.raises(RuntimeError):
-        mirror(clean_engine, wrap(shop, DiesAfterMove)).unhold(
+        mirror(clean_engine, shop.gateway(DiesAfterMove)).unhold(
             delivery(clean_engine, inventory.SHOPIFY_UNHOLD, 0)
         )
     for attempt in (1, 2):
@@ -326,7 +314,7 @@ def test_a_paid_orders_units_leave_reserved_once_when_pushed(
     pusher = shopify_sync.OrderPusher(clean_engine, shop.gateway(), [1])
     if dies:
         with pytest.raises(RuntimeError):
-            shopify_sync.OrderPusher(clean_engine, wrap(shop, DiesAfterCreate), [1])(
+            shopify_sync.OrderPusher(clean_engine, shop.gateway(DiesAfterOrderCreate), [1])(
                 push_message(order_id)
             )
     else:

@@ -16,6 +16,7 @@ from core import shopify_sync
 from core.errors import ProviderUnavailable
 from core.shopify_gateway import API_VERSION, ShopifyGateway
 from tests.core.shopify_support import (
+    DiesAfterOrderCreate,
     Shop,
     item_of,
     paid_order,
@@ -64,23 +65,10 @@ class DiesBeforeShopify(ShopifyGateway):
         raise RuntimeError("killed before calling Shopify")
 
 
-class DiesAfterShopify(ShopifyGateway):
-    """Shopify created the order; our process dies before recording it."""
-
-    def create_order(self, **kwargs: Any) -> int:
-        super().create_order(**kwargs)
-        raise RuntimeError("killed after Shopify created the order")
-
-
-def wrap(shop: Shop, cls: type[ShopifyGateway]) -> ShopifyGateway:
-    real = shop.gateway()
-    return cls(shop=real.shop, site=real.site, access_token=real.token)
-
-
 def fail_first_attempt(engine: Engine, shop: Shop, order_id: str, how: str) -> None:
     if how == "before_the_call":
         with pytest.raises(RuntimeError):
-            pusher(engine, wrap(shop, DiesBeforeShopify))(push_message(order_id))
+            pusher(engine, shop.gateway(DiesBeforeShopify))(push_message(order_id))
     elif how == "during_the_call":
         # Shopify applies the create, then the response is lost (a dropped connection).
         shop.faults(
@@ -96,7 +84,7 @@ def fail_first_attempt(engine: Engine, shop: Shop, order_id: str, how: str) -> N
             shop.faults(error_rate=0.0, path_prefix="", method="")
     else:
         with pytest.raises(RuntimeError):
-            pusher(engine, wrap(shop, DiesAfterShopify))(push_message(order_id))
+            pusher(engine, shop.gateway(DiesAfterOrderCreate))(push_message(order_id))
 
 
 @pytest.mark.parametrize("how", ["before_the_call", "during_the_call", "after_the_call"])
@@ -187,7 +175,7 @@ def test_a_refund_after_a_push_that_died_unrecorded_still_cancels_in_shopify(
     item = item_of(clean_engine, SKU)
     before = shop.level(item)
     with pytest.raises(RuntimeError):
-        pusher(clean_engine, wrap(shop, DiesAfterShopify))(push_message(order_id))
+        pusher(clean_engine, shop.gateway(DiesAfterOrderCreate))(push_message(order_id))
     shop.advance_clock(1)
     refund_in_full(clean_engine, order_id)  # we never learnt the Shopify id
 

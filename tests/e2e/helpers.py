@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx
 
-from tests.e2e.conftest import ADMIN_TOKEN, Stack, wait_for
+from checks.registry import CheckContext
+from core import violations
+from core.db import transaction
+from core.settings import Settings
+from core.violations import Finding
+from tests.e2e.conftest import ADMIN_TOKEN, STRIPE_KEY, Stack, wait_for
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -85,3 +92,19 @@ def resolve_dispute(stack: Stack, dispute_id: str, outcome: str) -> None:
         timeout=10,
     )
     assert response.status_code == 200, response.text
+
+
+def run_check(
+    stack: Stack, name: str, check: Callable[[CheckContext], list[Finding]]
+) -> dict[str, Finding]:
+    """One run of a check (grace 0) against the stack's Stripe, recorded like the runner does;
+    its findings by subject."""
+    settings = Settings(
+        grace_seconds=0, stripe_api_key=STRIPE_KEY, stripe_api_base=stack.stripe_base
+    )
+    now = datetime.now(UTC)
+    found = check(CheckContext(stack.engine, settings, now, stripe=stack.stripe_gateway()))
+    with transaction(stack.engine) as session:
+        run_id = violations.start_run(session)
+        violations.record_findings(session, run_id, name, found, now)
+    return {f.subject: f for f in found}

@@ -5,20 +5,15 @@ compares the payout with `balance_transactions?payout=` and with our ledger."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import httpx
 from sqlalchemy import text
 
 from checks.payouts import CHECK, payout_mismatch
-from checks.registry import CheckContext
-from core import ledger, violations
-from core.db import transaction
-from core.settings import Settings
+from core import ledger
 from core.violations import Finding
 from sandbox.stripe.balance import SETTLEMENT_SECONDS
-from tests.e2e.conftest import STRIPE_KEY, Stack
-from tests.e2e.helpers import checkout, paid_order, skus_with_stock
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import checkout, paid_order, run_check, skus_with_stock
 from tests.e2e.test_reconcile import dropped, resend
 from tests.e2e.test_reconcile import reconcile as reconcile_check
 
@@ -35,16 +30,8 @@ def run_payouts(stack: Stack) -> list[dict]:
 
 
 def check(stack: Stack) -> dict[str, Finding]:
-    """One run of the check (grace 0), recorded like the runner does; findings by subject."""
-    settings = Settings(
-        grace_seconds=0, stripe_api_key=STRIPE_KEY, stripe_api_base=stack.stripe_base
-    )
-    now = datetime.now(UTC)
-    ctx = CheckContext(stack.engine, settings, now, stripe=stack.stripe_gateway())
-    found = payout_mismatch(ctx)
-    with transaction(stack.engine) as session:
-        violations.record_findings(session, violations.start_run(session), CHECK, found, now)
-    return {f.subject: f for f in found}
+    """One run of the check; its findings by subject."""
+    return run_check(stack, CHECK, payout_mismatch)
 
 
 def payout_txns(stack: Stack, payout_id: str) -> list[tuple[str, str, int]]:

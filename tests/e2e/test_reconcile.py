@@ -10,34 +10,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from checks.payments import CHECK, unreconciled_payment
-from checks.registry import CheckContext
-from core import payments, violations
+from core import payments
 from core.db import transaction
 from core.settings import Settings
 from core.violations import Finding
 from tests.e2e.conftest import STRIPE_KEY, Stack, wait_for
-from tests.e2e.helpers import admin, checkout, order, paid_order, skus_with_stock
+from tests.e2e.helpers import admin, checkout, order, paid_order, run_check, skus_with_stock
 
 
 def reconcile(stack: Stack) -> dict[str, Finding]:
-    """One run of the check (grace 0), recorded like the runner does; open findings by subject."""
-    settings = Settings(
-        grace_seconds=0, stripe_api_key=STRIPE_KEY, stripe_api_base=stack.stripe_base
-    )
-    now = datetime.now(UTC)
-    ctx = CheckContext(stack.engine, settings, now, stripe=stack.stripe_gateway())
-    found = unreconciled_payment(ctx)
-    with transaction(stack.engine) as session:
-        run_id = violations.start_run(session)
-        violations.record_findings(session, run_id, CHECK, found, now)
-    return {f.subject: f for f in found}
+    """One run of the check; its findings by subject."""
+    return run_check(stack, CHECK, unreconciled_payment)
 
 
 def open_subjects(stack: Stack) -> set[str]:
