@@ -195,3 +195,10 @@ class PortUnavailable(DotshopError):
     """A server could not listen on its address (taken by another process, or not allowed)."""
 
     code = "port_unavailable"
+
+
+class Forbidden(DotshopError):
+    """The operator is known, but their role does not allow this action."""
+
+    code = "forbidden"
+    http_status = 403

@@ -191,6 +191,10 @@ class Order(Base):
         ),
         CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_iso"),
         CheckConstraint("char_length(email) <= 320", name="email_length"),
+        # The console's searches and day views (migration 0008).
+        Index("ix_orders_email_lower", text("lower(email)")),
+        Index("ix_orders_created_at", "created_at"),
+        Index("ix_orders_paid_at", "paid_at"),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)  # ord_...
@@ -262,6 +266,7 @@ class OrderLine(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("unit_price_minor >= 0", name="price_nonnegative"),
+        Index("ix_order_line_sku", "sku"),  # orders by SKU bought (console)
     )
 
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), primary_key=True)
@@ -340,6 +345,8 @@ class OutboxMessage(Base):
             postgresql_where=text("status IN ('pending', 'dead')"),
         ),
         Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("status = 'sent'")),
+        # An order's messages, for its timeline: every payload names the order it serves.
+        Index("ix_outbox_payload_order_id", text("(payload ->> 'order_id')")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -374,6 +381,15 @@ class WebhookInbox(Base):
         CheckConstraint(
             "status IN ('received', 'processed', 'flagged', 'failed', 'abandoned')", name="status"
         ),
+        # An order's webhooks, for its timeline: a Stripe event's object is the PaymentIntent
+        # or names it.
+        Index(
+            "ix_webhook_inbox_payment_intent",
+            text(
+                "(coalesce(payload #>> '{data,object,payment_intent}', "
+                "payload #>> '{data,object,id}'))"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -402,7 +418,7 @@ class LedgerTransaction(Base):
     kind: Mapped[str]
     order_id: Mapped[str | None] = mapped_column(index=True)
     description: Mapped[str | None]
-    occurred_at: Mapped[datetime]
+    occurred_at: Mapped[datetime] = mapped_column(index=True)  # finance's day views
     created_at: Mapped[datetime] = _now()
 
 
@@ -505,6 +521,10 @@ class Violation(Base):
         CheckConstraint("char_length(check_name) <= 64", name="check_length"),
         CheckConstraint("char_length(subject) <= 255", name="subject_length"),
         CheckConstraint("currency IS NULL OR currency ~ '^[a-z]{3}$'", name="currency_iso"),
+        CheckConstraint(
+            "acknowledged_by IS NULL OR char_length(acknowledged_by) <= 100",
+            name="acknowledged_by_length",
+        ),
         Index(
             "uq_violation_open_fingerprint",
             "fingerprint",
@@ -532,6 +552,9 @@ class Violation(Base):
     # resolution was sent.
     notified_at: Mapped[datetime | None]
     resolve_notified_at: Mapped[datetime | None]
+    # An operator saying "I am on it": shown to the others, never resolves (only a run does).
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None]
 
 
 class SyncLagSample(Base):

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     revalidate_url: str | None = None
     revalidate_secret: SecretStr | None = None
 
+    # The operator console's local accounts (JSON name -> {"role", "password_hash"}, argon2; see
+    # core.operators) and, when it signs in through OIDC instead, e-mail -> role.
+    console_users: SecretStr | None = None
+    console_oidc_roles: str | None = None
+
     log_level: str = "INFO"
 
     # Mounts the benchmark's floor route (checkout_api/floor.py): `dotshop bench` only, never

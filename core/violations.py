@@ -20,6 +20,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core import audit
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.models import CheckRun, Violation
@@ -188,3 +189,20 @@ def page(
         raise InvalidRequest(f"limit is between 1 and {MAX_PAGE}", param="limit")
     rows = listing(session, status=status, limit=limit + 1, starting_after=starting_after)
     return rows[:limit], len(rows) > limit
+
+
+def acknowledge(session: Session, violation_id: str, *, actor: str) -> bool:
+    """An operator takes an open violation ("I am on it"), audit-logged. It stays open until a
+    check run no longer finds it. False when it is not open or someone already took it."""
+    taken = session.execute(
+        update(Violation)
+        .where(
+            Violation.id == violation_id,
+            Violation.resolved_at.is_(None),
+            Violation.acknowledged_at.is_(None),
+        )
+        .values(acknowledged_at=func.now(), acknowledged_by=actor)
+    ).rowcount
+    if taken:
+        audit.record(session, actor=actor, action="violation.acknowledge", subject=violation_id)
+    return bool(taken)

@@ -243,9 +243,49 @@ def checks_run(
 
 
 @app.command()
-def console() -> None:
-    """Run the Streamlit operator console."""
-    not_built("dotshop console")
+def console(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (default 8501).")] = 8501,
+    hash_password: Annotated[
+        bool,
+        typer.Option(
+            "--hash-password",
+            help="Read a password on stdin, print its argon2 hash for DOTSHOP_CONSOLE_USERS.",
+        ),
+    ] = False,
+) -> None:
+    """Run the Streamlit operator console (sign-in: DOTSHOP_CONSOLE_USERS, or OIDC)."""
+    import os
+
+    from core import operators
+    from core.settings import Settings
+
+    with _clear_errors():
+        if hash_password:
+            typer.echo(operators.hash_password(sys.stdin.readline().rstrip("\n")))
+            return
+        users = Settings().console_users
+        accounts = operators.parse_accounts(users.get_secret_value() if users else None)
+        if not accounts and not Path(".streamlit/secrets.toml").exists():
+            fail("no operator can sign in: set DOTSHOP_CONSOLE_USERS (or configure OIDC)")
+    app_path = Path(__file__).resolve().parents[1] / "console" / "app.py"
+    # streamlit replaces this process, so a supervisor's signals reach it directly.
+    os.execv(  # noqa: S606 - argv list, no shell
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(app_path),
+            f"--server.address={host}",
+            f"--server.port={port}",
+            "--server.headless=true",
+            "--browser.gatherUsageStats=false",
+            "--server.fileWatcherType=none",
+            "--client.toolbarMode=minimal",
+        ],
+    )
 
 
 @app.command()

@@ -127,7 +127,25 @@ def _children(stack: dict[str, Any]) -> list[Child]:
         )
     children.append(Child("relay", ["relay"], base_env, None))
     children.append(Child("checks", ["checks", "run"], base_env, None))
+    console = stack["console"]
+    children.append(
+        Child(
+            "console",
+            ["console", "--port", console["url"].rsplit(":", 1)[1]],
+            {**base_env, "DOTSHOP_CONSOLE_USERS": _console_users(console)},
+            f"{console['url']}/_stcore/health",
+        )
+    )
     return children
+
+
+def _console_users(console: dict[str, str]) -> str:
+    """The demo's one operator account, an admin, as DOTSHOP_CONSOLE_USERS (hashed: the
+    plain password is only in stack.json, for the person who started the stack)."""
+    from core.operators import ADMIN, hash_password
+
+    account = {"role": ADMIN, "password_hash": hash_password(console["password"])}
+    return json.dumps({console["user"]: account})
 
 
 def _load_catalog(stack: dict[str, Any]) -> None:
@@ -178,7 +196,8 @@ def _prepare(home: Path) -> Path:
     """Refuse ports taken by someone else, stop what a previous stack here left; the logs."""
     if (home / PIDS_FILE).exists():
         down(quiet=True)
-    busy = [p for p in (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT) if _port_in_use(p)]
+    ports = (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT)
+    busy = [p for p in ports if _port_in_use(p)]
     if busy:
         raise StackError(
             f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use: is a stack from "

@@ -1,8 +1,10 @@
 """The `dotshop` command: lists the contract's commands, says plainly what is not built yet,
-migrates an empty external database, and refuses to start on bad configuration (exit 2)."""
+hashes console passwords, migrates an empty external database, and refuses to start on bad
+configuration (exit 2)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -12,11 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core import operators
 from core.migrate import head_revision
+from core.operators import Operator
 from tests.conftest import _admin_url, _with_database, drop_database
 
 
-def dotshop(*args: str, **env: str) -> subprocess.CompletedProcess:
+def dotshop(
+    *args: str, cwd: Path | None = None, input: str | None = None, **env: str
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
     return subprocess.run(
         [sys.executable, "-m", "dotshop", *args],
@@ -24,7 +30,9 @@ def dotshop(*args: str, **env: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
         env=full_env,
-        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )
 
 
@@ -47,14 +55,34 @@ def test_help_lists_every_contract_command() -> None:
         assert f" {command} " in out.stdout
 
 
-@pytest.mark.parametrize(
-    "args",
-    [("console",), ("drill", "failover")],
-)
-def test_parts_not_built_yet_say_so_and_exit_2(args: tuple[str, ...]) -> None:
-    out = dotshop(*args)
+def test_parts_not_built_yet_say_so_and_exit_2() -> None:
+    out = dotshop("drill", "failover")
     assert out.returncode == 2
     assert "not built yet" in out.stderr and out.stdout == ""
+
+
+def test_console_refuses_to_start_when_nobody_could_sign_in(tmp_path: Path) -> None:
+    out = dotshop("console", cwd=tmp_path, DOTSHOP_HOME=str(tmp_path))
+    assert out.returncode == 2
+    assert "DOTSHOP_CONSOLE_USERS" in out.stderr and out.stdout == ""
+    bad = dotshop(
+        "console",
+        cwd=tmp_path,
+        DOTSHOP_HOME=str(tmp_path),
+        DOTSHOP_CONSOLE_USERS='{"ada": {"role": "cto"}}',
+    )
+    assert bad.returncode == 2 and "argon2" in bad.stderr
+
+
+def test_console_hash_password_makes_a_hash_the_console_accepts() -> None:
+    out = dotshop("console", "--hash-password", input="correct horse\n")
+    assert out.returncode == 0
+    accounts = operators.parse_accounts(
+        json.dumps({"ada": {"role": "oncall", "password_hash": out.stdout.strip()}})
+    )
+    assert operators.authenticate(accounts, "ada", "correct horse") == Operator("ada", "oncall")
+    assert operators.authenticate(accounts, "ada", "correct horse ") is None
+    assert "correct horse" not in out.stdout + out.stderr
 
 
 def test_bench_names_its_benchmarks_and_refuses_unknown_ones() -> None:

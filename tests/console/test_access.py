@@ -1,0 +1,60 @@
+"""No page renders without sign-in; a wrong password or an unknown operator is refused the same
+way; roles decide who may act (core.operators), checked in the action itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import operator_actions
+from core.db import transaction
+from core.errors import Forbidden
+from core.operators import Operator
+from tests.console.conftest import PASSWORDS
+from tests.console.demo import Demo
+from tests.console.support import open_page, sign_in, signed_out
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.slow
+
+
+def test_nothing_renders_before_sign_in(console_env: dict) -> None:
+    at = signed_out()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["dotshop console"]
+    assert len(at.text_input) == 2 and not at.dataframe and not at.metric
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [("admin", "wrong-password"), ("nobody", PASSWORDS["admin"]), ("", "")],
+)
+def test_wrong_credentials_are_refused_without_saying_which(
+    console_env: dict, name: str, password: str
+) -> None:
+    at = sign_in(signed_out(), name, password)
+    assert [e.value for e in at.error] == ["Unknown operator or wrong password."]
+    assert "operator" not in at.session_state
+    assert not at.dataframe
+
+
+def test_sign_in_then_sign_out(console_env: dict) -> None:
+    at = open_page("overview", "finance")
+    assert "Signed in as **finance** (finance)" in [c.value for c in at.sidebar.caption]
+    at.sidebar.button(key="sign_out").click().run()
+    assert "operator" not in at.session_state
+    assert len(at.text_input) == 2
+
+
+def test_roles_are_enforced_by_the_action_not_the_button(stack: Stack, demo: Demo) -> None:
+    """A finance operator calling the action directly (as a page that forgot to hide the
+    button would) is refused, and nothing changes."""
+    finance = Operator("finance", "finance")
+    with transaction(stack.engine) as session:
+        with pytest.raises(Forbidden):
+            operator_actions.retry_message(session, finance, demo.dead_letter)
+        with pytest.raises(Forbidden):
+            operator_actions.discard_message(session, finance, demo.dead_letter, "no")
+    assert (
+        stack.scalar("SELECT status FROM outbox WHERE public_id = :p", p=demo.dead_letter) == "dead"
+    )
+    assert not stack.sql("SELECT 1 FROM audit_log WHERE subject = :p", p=demo.dead_letter)
