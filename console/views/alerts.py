@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from console import auth, data, fmt, runbooks
+from console import auth, data, flash, fmt, runbooks
 from core import operator_actions, operators, violations
 from core.errors import DotshopError
 
@@ -14,6 +14,7 @@ PAGE_SIZES = (50, 200, 1000)
 st.title("Alerts & runbooks")
 operator = auth.signed_in()
 names = sorted(runbooks.registry())
+flash.show()
 
 left, middle, right = st.columns(3)
 status = left.selectbox("Status", ["open", "resolved", "all"], key="alerts_status")
@@ -59,9 +60,8 @@ if picked:
                     st.error(exc.message)
                 else:
                     if done:
-                        st.success(f"{v.id} acknowledged by {operator.name}.")
-                    else:
-                        st.warning(f"{v.id} was resolved or acknowledged meanwhile.")
+                        flash.after_rerun("success", f"{v.id} acknowledged by {operator.name}.")
+                    flash.after_rerun("warning", f"{v.id} was resolved or acknowledged meanwhile.")
         else:
             st.caption(f"The {operator.role} role cannot acknowledge violations.")
     elif v.acknowledged_by:

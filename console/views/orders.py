@@ -1,3 +1,3 @@
 import streamlit as st
 
-st.title("orders")
+st.title("Orders")

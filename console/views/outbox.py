@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from console import auth, data, fmt
+from console import auth, data, flash, fmt
 from core import operator_actions, operators, outbox_report
 from core.errors import DotshopError
 
@@ -14,6 +14,7 @@ CACHE_SECONDS = 5
 
 st.title("Outbox")
 operator = auth.signed_in()
+flash.show()
 
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
@@ -72,6 +73,7 @@ if submitted:
         st.error(exc.message)
     else:
         if done:
-            st.success(f"{target}: {action} recorded in the audit log as {operator.name}.")
-        else:
-            st.warning(f"{target} is no longer dead (someone acted on it already).")
+            flash.after_rerun(
+                "success", f"{target}: {action} recorded in the audit log as {operator.name}."
+            )
+        flash.after_rerun("warning", f"{target} is no longer dead (someone acted on it already).")

@@ -9,7 +9,12 @@ from console import data, fmt
 from core import overview, violations
 
 REFRESH_SECONDS = 10
-LIGHTS = {overview.GREEN: "🟢", overview.AMBER: "🟡", overview.RED: "🔴"}
+# Material icons ship with Streamlit: they render where no emoji font is installed.
+LIGHTS = {
+    overview.GREEN: ":green[:material/check_circle:]",
+    overview.AMBER: ":orange[:material/help:]",
+    overview.RED: ":red[:material/error:]",
+}
 MEANING = {
     overview.GREEN: "kept",
     overview.AMBER: "unknown: the checks have not run recently",

@@ -21,9 +21,9 @@ def test_overview_shows_each_promise_with_its_light(console_env: dict, demo: Dem
     at = open_page("overview", "finance")
     heads = _subheaders(at)
     # No unit sold that Shopify does not have; but money and sync are not clean today.
-    assert "🟢 No oversold SKU" in heads
-    assert "🔴 Payments reconciled" in heads
-    assert "🔴 Sync healthy" in heads
+    assert ":green[:material/check_circle:] No oversold SKU" in heads
+    assert ":red[:material/error:] Payments reconciled" in heads
+    assert ":red[:material/error:] Sync healthy" in heads
     assert "Open violations" in heads
     table = at.dataframe[0].value
     assert demo.stray_payment in set(table["subject"])

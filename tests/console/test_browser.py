@@ -1,0 +1,127 @@
+"""The console in a real browser: Debian's headless Chromium, driven by Playwright, against a
+real `dotshop console` process on the demo day's database. It signs in, opens every page, saves
+a screenshot of each (build/console-screenshots/), retries a dead letter from the Outbox page,
+and fails on any exception Streamlit shows on a page."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+import console
+from tests.console.conftest import PASSWORDS, console_users
+from tests.console.demo import Demo
+from tests.e2e.conftest import Stack
+from tests.processes import free_port, start_dotshop
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags headless Chromium needs on this machine (as root, no network beyond loopback).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGES = ("Overview", "Reconciliation", "Inventory & sync", "Orders", "Outbox", "Alerts & runbooks")
+SCREENSHOTS = Path(console.__file__).resolve().parents[1] / "build" / "console-screenshots"
+
+
+@pytest.fixture(scope="module")
+def console_url(
+    stack: Stack, demo: Demo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_dotshop(
+        ["console", "--port", str(port)],
+        [f"{url}/_stcore/health"],
+        str(tmp_path_factory.mktemp("console") / "console.log"),
+        env={"DATABASE_URL": stack.db_url, "DOTSHOP_CONSOLE_USERS": console_users()},
+    )
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_page(console_url: str) -> Iterator[Page]:
+    with sync_playwright() as pw:
+        # A fresh, empty profile each run (Playwright's way of passing --user-data-dir).
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="dotshop-chromium-"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1440, "height": 1000},
+        )
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _settled(page: Page, title: str) -> None:
+    """The page's title is shown and Streamlit has finished running the script: no status
+    widget ("Running..."), no skeleton left where a fragment or element is still coming."""
+    expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible()
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
+    expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
+
+
+def _no_exception(page: Page, where: str) -> None:
+    shown = page.get_by_test_id("stException")
+    assert shown.count() == 0, f"{where}: {shown.first.inner_text()}"
+
+
+def test_sign_in_open_every_page_and_retry_a_dead_letter(
+    browser_page: Page, console_url: str, stack: Stack, demo: Demo
+) -> None:
+    page = browser_page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(console_url)
+    expect(page.get_by_label("Operator")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "00-sign-in.png"))
+    page.get_by_label("Operator").fill("admin")
+    page.get_by_label("Password", exact=True).fill(PASSWORDS["admin"])
+    page.get_by_role("button", name="Sign in").click()
+    _settled(page, "Overview")
+
+    load_seconds = {}
+    for n, title in enumerate(PAGES, start=1):
+        started = time.monotonic()
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+        _settled(page, title)
+        load_seconds[title] = round(time.monotonic() - started, 3)
+        _no_exception(page, title)
+        page.screenshot(path=str(SCREENSHOTS / f"{n:02d}-{title.split()[0].lower()}.png"))
+    (SCREENSHOTS / "load-seconds.json").write_text(json.dumps(load_seconds, indent=2))
+
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Outbox").click()
+    _settled(page, "Outbox")
+    form = page.get_by_test_id("stForm")
+    form.get_by_text("I have read the last error and want to do this").click()
+    form.get_by_label("Reason (required to discard)").fill("Shopify is back")
+    form.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text("retry recorded in the audit log as admin")).to_be_visible()
+    _no_exception(page, "Outbox after retry")
+    page.screenshot(path=str(SCREENSHOTS / "07-outbox-retried.png"))
+
+    retried = stack.sql(
+        "SELECT o.public_id, o.status, a.actor, a.data ->> 'reason' FROM outbox o"
+        " JOIN audit_log a ON a.subject = o.public_id AND a.action = 'outbox.retry'"
+    )
+    assert len(retried) == 1
+    assert tuple(retried[0])[1:] == ("pending", "admin", "Shopify is back")
