@@ -71,13 +71,20 @@ def up(
     supervised: Annotated[
         bool, typer.Option("--supervised", hidden=True, help="Run as the detached supervisor.")
     ] = False,
+    demo_orders: Annotated[
+        bool,
+        typer.Option(
+            "--demo-orders/--no-demo-orders",
+            help="On a first start, place and pay a few demo orders for the console to show.",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole stack on this machine with embedded defaults, restarting any part that
     exits (Ctrl-C stops it)."""
     from dotshop import stack
 
     with _clear_errors():
-        stack.up(detach=detach, supervised=supervised)
+        stack.up(detach=detach, supervised=supervised, demo_orders=demo_orders)
 
 
 @app.command()
@@ -414,7 +421,30 @@ def bench_checkout(
     raise typer.Exit(code)
 
 
-BENCHES = {"reconcile": reconcile_bench_app, "checkout": checkout_bench_app}
+console_bench_app = typer.Typer(add_completion=False)
+
+
+@console_bench_app.command()
+def bench_console(
+    orders: Annotated[
+        int, typer.Option("--orders", min=1, help="How many synthetic orders to load.")
+    ] = 20_000,
+) -> None:
+    """Render every console page on N synthetic orders in a scratch database (created on
+    DATABASE_URL's server or the embedded one, dropped afterwards), cold and warm, against the
+    sign-in page rendered by the same runtime."""
+    from console.bench import main
+
+    with _clear_errors():
+        code = main(orders)
+    raise typer.Exit(code)
+
+
+BENCHES = {
+    "reconcile": reconcile_bench_app,
+    "checkout": checkout_bench_app,
+    "console": console_bench_app,
+}
 
 
 @app.command(

@@ -20,7 +20,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,26 @@ def _load_catalog(stack: dict[str, Any]) -> None:
     )
 
 
+def _demo_day(stack: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Give a new stack's console something to show; a stack with orders is left alone."""
+    from sqlalchemy import text
+
+    from core.db import engine_for
+    from sandbox import traffic
+
+    engine = engine_for(stack["database_url"])
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT EXISTS (SELECT 1 FROM orders)")).scalar():
+            return
+    demo = traffic.DemoStack(
+        stack["api"], stack["stripe"]["api_base"], stack["stripe"]["api_key"], stack["admin_token"]
+    )
+    try:
+        traffic.run(demo, say)
+    except Exception as exc:  # a demo, not a part of the stack: say so and carry on
+        say(f"demo day stopped: {type(exc).__name__}: {exc}")
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -208,13 +230,14 @@ def _prepare(home: Path) -> Path:
     return logs
 
 
-def up(*, detach: bool = False, supervised: bool = False) -> None:
+def up(*, detach: bool = False, supervised: bool = False, demo_orders: bool = True) -> None:
     """Start the stack and supervise it here (`supervised`: as the detached supervisor), or
-    with `detach`, start the detached supervisor and return once the stack is healthy."""
+    with `detach`, start the detached supervisor and return once the stack is healthy.
+    `demo_orders`: a first start (no orders yet) plays sandbox.traffic's demo day."""
     home = home_dir()
     logs = _prepare(home) if not supervised else home / "logs"
     if detach:
-        _up_detached(home, logs)
+        _up_detached(home, logs, demo_orders)
         return
     from core.migrate import upgrade
 
@@ -239,6 +262,8 @@ def up(*, detach: bool = False, supervised: bool = False) -> None:
             return
         _private_file(home / STACK_FILE, json.dumps(stack, indent=2))
         say(f"up: {', '.join(f'{n} (pid {p})' for n, p in supervisor.pids().items())}")
+        if demo_orders:
+            threading.Thread(target=_demo_day, args=(stack, say), daemon=True).start()
         if not supervised:
             print(
                 f"dotshop is up: storefront {stack['api']['us']} (eu {stack['api']['eu']}), "
@@ -258,11 +283,12 @@ def up(*, detach: bool = False, supervised: bool = False) -> None:
             embedded_pg.stop(home / "pg")
 
 
-def _up_detached(home: Path, logs: Path) -> None:
+def _up_detached(home: Path, logs: Path, demo_orders: bool) -> None:
     (home / STACK_FILE).unlink(missing_ok=True)
+    demo = "--demo-orders" if demo_orders else "--no-demo-orders"
     with open_private_log(logs / SUPERVISOR_LOG) as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dotshop", "up", "--supervised"],
+            [sys.executable, "-m", "dotshop", "up", "--supervised", demo],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

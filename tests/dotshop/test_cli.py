@@ -90,7 +90,10 @@ def test_bench_names_its_benchmarks_and_refuses_unknown_ones() -> None:
     assert listed.returncode == 0 and "checkout" in listed.stdout and "reconcile" in listed.stdout
     unknown = dotshop("bench", "nope")
     assert unknown.returncode == 2
-    assert "not built yet" in unknown.stderr and "benchmarks: checkout, reconcile" in unknown.stderr
+    assert (
+        "not built yet" in unknown.stderr
+        and "benchmarks: checkout, console, reconcile" in unknown.stderr
+    )
 
 
 @pytest.fixture

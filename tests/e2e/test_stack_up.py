@@ -25,7 +25,7 @@ from tests.e2e.helpers import ADDRESS
 
 pytestmark = pytest.mark.slow
 
-PORTS = (8000, 8001, 12111, 12112)
+PORTS = (8000, 8001, 12111, 12112, 8501)
 
 
 def port_open(port: int) -> bool:
