@@ -35,6 +35,7 @@ ZERO_DECIMAL = frozenset(
 )
 # Stripe's three-decimal currencies.
 THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+HIGHLIGHT = "background-color: rgba(255, 75, 75, 0.18)"
 SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 
 
@@ -69,10 +70,12 @@ def show(
     *,
     key: str,
     money_columns: Mapping[str, str] | None = None,
+    highlight: str | None = None,
     height: int | str = "auto",
 ) -> None:
     """A sortable table with its CSV export. `money_columns` maps an amount column (minor
-    units) to the column holding its currency: shown in major units, exported as stored."""
+    units) to the column holding its currency: shown in major units, exported as stored.
+    `highlight` names a boolean column: its true rows are shown in red."""
     shown = df.copy()
     config: dict[str, Any] = {}
     for amount, currency in (money_columns or {}).items():
@@ -82,7 +85,13 @@ def show(
                 for a, c in zip(shown[amount], shown[currency], strict=True)
             ]
         config[amount] = st.column_config.NumberColumn(amount, format="localized")
-    st.dataframe(shown, hide_index=True, column_config=config, key=key, height=height)
+    data: Any = shown
+    if highlight and len(shown):
+        flagged = shown[highlight].fillna(False).astype(bool)
+        data = shown.style.apply(
+            lambda row: [HIGHLIGHT if flagged[row.name] else ""] * len(row), axis=1
+        )
+    st.dataframe(data, hide_index=True, column_config=config, key=key, height=height)
     st.download_button(
         "Download CSV",
         df.to_csv(index=False).encode(),

@@ -160,6 +160,12 @@ class Reservation(Base):
         ),
         UniqueConstraint("order_id", "sku", name="uq_reservation_order_sku"),
         Index("ix_reservation_held_expiry", "expires_at", postgresql_where=text("status = 'held'")),
+        # Holds mirrored in Shopify, per SKU (console stock page, drift check).
+        Index(
+            "ix_reservation_live_sku",
+            "sku",
+            postgresql_where=text("status IN ('held', 'committed')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)  # rsv_...
@@ -347,6 +353,14 @@ class OutboxMessage(Base):
         Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("status = 'sent'")),
         # An order's messages, for its timeline: every payload names the order it serves.
         Index("ix_outbox_payload_order_id", text("(payload ->> 'order_id')")),
+        # The console's counts and lists of messages not delivered (a small share of rows).
+        Index(
+            "ix_outbox_undelivered",
+            "status",
+            "topic",
+            "id",
+            postgresql_where=text("status <> 'sent'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -481,6 +495,7 @@ class AuditLog(Base):
     """Who did what to which object, for operators' and finance's actions (append-only)."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_subject", "subject"),)
 
     id: Mapped[str] = mapped_column(primary_key=True)  # aud_...
     actor: Mapped[str]

@@ -27,6 +27,16 @@ INDEXES = (
     # An order's timeline: every outbox message carries the order it serves in its payload, and
     # a Stripe webhook names its PaymentIntent as the object or as the object's payment_intent.
     ("ix_outbox_payload_order_id", "outbox", "((payload ->> 'order_id'))"),
+    ("ix_audit_log_subject", "audit_log", "(subject)"),
+    # The outbox page: counts per status and topic, and the discarded list, without reading
+    # the delivered messages (nearly all rows).
+    ("ix_outbox_undelivered", "outbox", "(status, topic, id) WHERE status <> 'sent'"),
+    # Holds mirrored in Shopify, per SKU (the stock page and the drift check).
+    (
+        "ix_reservation_live_sku",
+        "reservation",
+        "(sku) WHERE status IN ('held', 'committed')",
+    ),
     (
         "ix_webhook_inbox_payment_intent",
         "webhook_inbox",
