@@ -57,7 +57,7 @@ def _password_form() -> Operator | None:
 
 def _oidc() -> Operator | None:
     user: Any = st.user
-    if not user.is_logged_in:
+    if not getattr(user, "is_logged_in", False):  # absent until a provider answered
         st.button("Sign in with your identity provider", on_click=st.login)
         return None
     roles = operators.parse_oidc_roles(settings().console_oidc_roles)

@@ -59,6 +59,14 @@ def money(amount_minor: int | None, currency: str | None) -> str:
     return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"
 
 
+def majors(amounts: Iterable[Any], currencies: Iterable[Any]) -> list[float | None]:
+    """Minor units to major units per row, for charts and sorting (floats only for display)."""
+    return [
+        float(major(int(a), c)) if pd.notna(a) and c else None
+        for a, c in zip(amounts, currencies, strict=True)
+    ]
+
+
 def frame(rows: Iterable[Any]) -> pd.DataFrame:
     """A DataFrame of dataclass instances (or mappings), one column per field."""
     records = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in rows]
@@ -80,10 +88,7 @@ def show(
     config: dict[str, Any] = {}
     for amount, currency in (money_columns or {}).items():
         if amount in shown and len(shown):
-            shown[amount] = [
-                float(major(int(a), c)) if pd.notna(a) and c else None
-                for a, c in zip(shown[amount], shown[currency], strict=True)
-            ]
+            shown[amount] = majors(shown[amount], shown[currency])
         config[amount] = st.column_config.NumberColumn(amount, format="localized")
     data: Any = shown
     if highlight and len(shown):

@@ -426,6 +426,15 @@ class LedgerTransaction(Base):
     replay cannot post twice; a deferred trigger refuses any that does not balance."""
 
     __tablename__ = "ledger_txn"
+    __table_args__ = (
+        # Finance's payouts list (console), without reading the rest of the ledger.
+        Index(
+            "ix_ledger_txn_payout",
+            "occurred_at",
+            "source",
+            postgresql_where=text("kind = 'payout'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(primary_key=True)  # led_...
     source: Mapped[str] = mapped_column(unique=True)

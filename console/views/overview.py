@@ -67,13 +67,14 @@ def live() -> None:
         {
             "check": v.check_name,
             "subject": v.subject,
-            "at stake": fmt.money(v.amount_minor, v.currency),
-            "first seen": v.first_seen,
-            "acknowledged by": v.acknowledged_by or "",
+            "amount_minor": v.amount_minor,
+            "currency": v.currency,
+            "first_seen": v.first_seen,
+            "acknowledged_by": v.acknowledged_by,
         }
         for v in open_now
     ]
-    st.dataframe(fmt.frame(rows), hide_index=True, key="overview-open")
+    fmt.show(fmt.frame(rows), key="overview-open", money_columns={"amount_minor": "currency"})
 
 
 live()

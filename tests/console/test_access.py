@@ -4,6 +4,7 @@ way; roles decide who may act (core.operators), checked in the action itself."""
 from __future__ import annotations
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core import operator_actions
 from core.db import transaction
@@ -11,7 +12,7 @@ from core.errors import Forbidden
 from core.operators import Operator
 from tests.console.conftest import PASSWORDS
 from tests.console.demo import Demo
-from tests.console.support import open_page, sign_in, signed_out
+from tests.console.support import APP, open_page, sign_in, signed_out
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.slow
@@ -58,3 +59,20 @@ def test_roles_are_enforced_by_the_action_not_the_button(stack: Stack, demo: Dem
         stack.scalar("SELECT status FROM outbox WHERE public_id = :p", p=demo.dead_letter) == "dead"
     )
     assert not stack.sql("SELECT 1 FROM audit_log WHERE subject = :p", p=demo.dead_letter)
+
+
+def test_with_oidc_configured_only_the_identity_provider_signs_in(console_env: dict) -> None:
+    """Streamlit's st.login: with an [auth] section in secrets, the console offers the identity
+    provider's sign-in and no password form (local accounts cannot be used around it)."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["auth"] = {
+        "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+        "cookie_secret": "a-long-random-cookie-secret-for-tests",
+        "client_id": "dotshop-console",
+        "client_secret": "client-secret",
+        "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration",
+    }
+    at.run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in with your identity provider"]
+    assert not at.text_input and not at.dataframe

@@ -28,6 +28,8 @@ INDEXES = (
     # a Stripe webhook names its PaymentIntent as the object or as the object's payment_intent.
     ("ix_outbox_payload_order_id", "outbox", "((payload ->> 'order_id'))"),
     ("ix_audit_log_subject", "audit_log", "(subject)"),
+    # Finance's payouts list, newest first, without reading the rest of the ledger.
+    ("ix_ledger_txn_payout", "ledger_txn", "(occurred_at, source) WHERE kind = 'payout'"),
     # The outbox page: counts per status and topic, and the discarded list, without reading
     # the delivered messages (nearly all rows).
     ("ix_outbox_undelivered", "outbox", "(status, topic, id) WHERE status <> 'sent'"),
