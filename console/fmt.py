@@ -89,7 +89,10 @@ def show(
     for amount, currency in (money_columns or {}).items():
         if amount in shown and len(shown):
             shown[amount] = majors(shown[amount], shown[currency])
-        config[amount] = st.column_config.NumberColumn(amount, format="localized")
+        # Shown in major units, so the column is not labelled "..._minor" on screen.
+        label = amount.removesuffix("_minor")
+        label = f"{label} amount" if label != amount and label in shown else label
+        config[amount] = st.column_config.NumberColumn(label, format="localized")
     data: Any = shown
     if highlight and len(shown):
         flagged = shown[highlight].fillna(False).astype(bool)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from console import data, fmt, paging
+from console import charts, data, fmt, paging
 from core import stock_report
 from core.errors import DotshopError
 
@@ -72,7 +72,7 @@ a, b, c, d = st.columns(4)
 a.metric("Oldest unacknowledged push", f"{health.oldest_unacknowledged_seconds:.0f} s")
 b.metric(
     "Last full repair",
-    health.last_repair_at.strftime("%Y-%m-%d %H:%M UTC") if health.last_repair_at else "never",
+    health.last_repair_at.strftime("%m-%d %H:%M UTC") if health.last_repair_at else "never",
     help=f"mode: {health.last_repair_mode}" if health.last_repair_mode else None,
 )
 recent = {lag.direction: lag for lag in health.recent}
@@ -96,9 +96,7 @@ else:
         if one.empty:
             column.caption("no samples")
             continue
-        column.line_chart(
-            one.set_index("bucket_start")[["p50_seconds", "p95_seconds", "p99_seconds"]]
-        )
+        column.altair_chart(charts.lag_percentiles(one), width="stretch")
 
 st.subheader("Stock per SKU")
 left, right = st.columns([1, 2])

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from console import data, fmt, paging
+from console import charts, data, fmt, paging
 from core import finance
 from core.errors import DotshopError
 from core.settings import REGIONS
@@ -123,7 +123,7 @@ with days_tab:
                 "net": fmt.majors(table["net_minor"], table["currency"]),
             }
         )
-        st.bar_chart(chart, x="day", y="net", color="currency", stack=False)
+        st.altair_chart(charts.net_per_day(chart), width="stretch")
         fmt.show(table, key="days", money_columns=DAY_MONEY)
 
 with open_tab:

@@ -34,6 +34,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 PAGES = ("Overview", "Reconciliation", "Inventory & sync", "Orders", "Outbox", "Alerts & runbooks")
+# Pages that open on a table (Orders opens on its search box).
+WITH_TABLES = frozenset(PAGES) - {"Orders"}
 SCREENSHOTS = Path(console.__file__).resolve().parents[1] / "build" / "console-screenshots"
 
 
@@ -104,9 +106,12 @@ def test_sign_in_open_every_page_and_retry_a_dead_letter(
         started = time.monotonic()
         page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
         _settled(page, title)
+        if title in WITH_TABLES:
+            expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         load_seconds[title] = round(time.monotonic() - started, 3)
         _no_exception(page, title)
-        page.screenshot(path=str(SCREENSHOTS / f"{n:02d}-{title.split()[0].lower()}.png"))
+        shot = SCREENSHOTS / f"{n:02d}-{title.split()[0].lower()}.png"
+        page.screenshot(path=str(shot), full_page=True)
     (SCREENSHOTS / "load-seconds.json").write_text(json.dumps(load_seconds, indent=2))
 
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Outbox").click()
