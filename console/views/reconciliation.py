@@ -15,8 +15,9 @@ from core import finance
 from core.errors import DotshopError
 from core.settings import REGIONS
 
-# A month of day rows reads every ledger entry of the month: cached a minute, a week by default.
-CACHE_SECONDS = 60
+# A month of day rows reads every ledger entry of the month: a week by default, cached briefly
+# (a payment shows within this long of being booked).
+CACHE_SECONDS = 15
 DEFAULT_DAYS = 7
 PAGE_ROWS = 100
 DAY_MONEY = {

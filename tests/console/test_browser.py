@@ -6,15 +6,15 @@ and fails on any exception Streamlit shows on a page."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 import console
+from tests.console.browser import chromium, no_exception, open_page, sign_in
 from tests.console.conftest import PASSWORDS, console_users
 from tests.console.demo import Demo
 from tests.e2e.conftest import Stack
@@ -22,17 +22,6 @@ from tests.processes import free_port, start_dotshop
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-# The flags headless Chromium needs on this machine (as root, no network beyond loopback).
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = ("Overview", "Reconciliation", "Inventory & sync", "Orders", "Outbox", "Alerts & runbooks")
 # Pages that open on a table (Orders opens on its search box).
 WITH_TABLES = frozenset(PAGES) - {"Orders"}
@@ -59,33 +48,10 @@ def console_url(
 
 @pytest.fixture(scope="module")
 def browser_page(console_url: str) -> Iterator[Page]:
-    with sync_playwright() as pw:
-        # A fresh, empty profile each run (Playwright's way of passing --user-data-dir).
-        browser = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="dotshop-chromium-"),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1440, "height": 1000},
-        )
+    with chromium() as browser:
         page = browser.new_page()
         page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
-
-
-def _settled(page: Page, title: str) -> None:
-    """The page's title is shown and Streamlit has finished running the script: no status
-    widget ("Running..."), no skeleton left where a fragment or element is still coming."""
-    expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible()
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
-
-
-def _no_exception(page: Page, where: str) -> None:
-    shown = page.get_by_test_id("stException")
-    assert shown.count() == 0, f"{where}: {shown.first.inner_text()}"
+        yield page
 
 
 def test_sign_in_open_every_page_and_retry_a_dead_letter(
@@ -96,32 +62,27 @@ def test_sign_in_open_every_page_and_retry_a_dead_letter(
     page.goto(console_url)
     expect(page.get_by_label("Operator")).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "00-sign-in.png"))
-    page.get_by_label("Operator").fill("admin")
-    page.get_by_label("Password", exact=True).fill(PASSWORDS["admin"])
-    page.get_by_role("button", name="Sign in").click()
-    _settled(page, "Overview")
+    sign_in(page, console_url, "admin", PASSWORDS["admin"])
 
     load_seconds = {}
     for n, title in enumerate(PAGES, start=1):
         started = time.monotonic()
-        page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-        _settled(page, title)
+        open_page(page, title)
         if title in WITH_TABLES:
             expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         load_seconds[title] = round(time.monotonic() - started, 3)
-        _no_exception(page, title)
+        no_exception(page, title)
         shot = SCREENSHOTS / f"{n:02d}-{title.split()[0].lower()}.png"
         page.screenshot(path=str(shot), full_page=True)
     (SCREENSHOTS / "load-seconds.json").write_text(json.dumps(load_seconds, indent=2))
 
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Outbox").click()
-    _settled(page, "Outbox")
+    open_page(page, "Outbox")
     form = page.get_by_test_id("stForm")
     form.get_by_text("I have read the last error and want to do this").click()
     form.get_by_label("Reason (required to discard)").fill("Shopify is back")
     form.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("retry recorded in the audit log as admin")).to_be_visible()
-    _no_exception(page, "Outbox after retry")
+    no_exception(page, "Outbox after retry")
     page.screenshot(path=str(SCREENSHOTS / "07-outbox-retried.png"))
 
     retried = stack.sql(

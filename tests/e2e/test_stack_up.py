@@ -20,6 +20,7 @@ import httpx
 import pytest
 import stripe
 
+from tests.console.browser import chromium, no_exception, open_page, sign_in
 from tests.e2e.conftest import wait_for
 from tests.e2e.helpers import ADDRESS
 
@@ -64,6 +65,7 @@ def folder() -> Iterator[Path]:
 def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
     started = dotshop(folder, "up", "--detach")
     assert started.returncode == 0, started.stdout + started.stderr
+    up_at = time.monotonic()
     try:
         stack = json.loads((folder / ".dotshop" / "stack.json").read_text())
         assert set(stack) >= {"api", "stripe", "shopify", "console", "database_url", "admin_token"}
@@ -102,6 +104,8 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
             ),
             timeout=30,
         )
+        seen_after = _newcomer_sees_the_demo_reconciliation(stack["console"], up_at)
+        print(f"console showed the demo day's reconciliation {seen_after:.1f} s after up")
         # Any dotshop command in this folder finds the running stack.
         once = dotshop(folder, "relay", "--once", timeout=60)
         assert once.returncode == 0, once.stderr
@@ -114,6 +118,28 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
     assert not (folder / ".dotshop" / "stack.json").exists()
     # `down` leaves no process behind: not the supervisor, not any part, old or restarted.
     wait_for(lambda: not any(_alive(pid) for pid in supervised), timeout=20)
+
+
+def _newcomer_sees_the_demo_reconciliation(console: dict, since: float) -> float:
+    """The console of `dotshop up` (CONTRACT: 8501, its sign-in in stack.json) shows the demo
+    day's payments on the Reconciliation page: the EU orders, settled, make an EUR column. The
+    seconds from `up` returning until it did."""
+    assert console["url"] == "http://127.0.0.1:8501"
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        sign_in(page, console["url"], console["user"], console["password"])
+        open_page(page, "Reconciliation")
+
+        def shown() -> bool:
+            # Away and back: a reload would start a new session, signed out.
+            open_page(page, "Overview")
+            open_page(page, "Reconciliation")
+            return page.get_by_text("EUR", exact=True).count() > 0
+
+        wait_for(shown, timeout=60, interval=1)
+        no_exception(page, "Reconciliation")
+        return time.monotonic() - since
 
 
 def _pids(folder: Path) -> dict:
