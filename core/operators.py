@@ -71,18 +71,20 @@ def _role(value: Any, who: str) -> str:
     return str(value)
 
 
-def parse_accounts(raw: str | None) -> dict[str, Account]:
-    """DOTSHOP_CONSOLE_USERS, checked: names map to a known role and an argon2 hash."""
-    if not raw:
-        return {}
+def _json_object(raw: str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"console users are not JSON: {exc.msg}") from None
+        raise InvalidRequest(f"{what} are not JSON: {exc.msg}") from None
     if not isinstance(data, dict):
-        raise InvalidRequest("console users are a JSON object of name -> account")
+        raise InvalidRequest(f"{what} are a JSON object")
+    return data
+
+
+def parse_accounts(raw: str | None) -> dict[str, Account]:
+    """DOTSHOP_CONSOLE_USERS, checked: names map to a known role and an argon2 hash."""
     accounts = {}
-    for name, entry in data.items():
+    for name, entry in _json_object(raw, "console users").items() if raw else ():
         if not isinstance(entry, dict) or not str(entry.get("password_hash", "")).startswith(
             "$argon2"
         ):
@@ -95,13 +97,8 @@ def parse_oidc_roles(raw: str | None) -> dict[str, str]:
     """DOTSHOP_CONSOLE_OIDC_ROLES: e-mail address (case-insensitive) -> role."""
     if not raw:
         return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"OIDC roles are not JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("OIDC roles are a JSON object of e-mail -> role")
-    return {str(email).lower(): _role(role, email) for email, role in data.items()}
+    roles = _json_object(raw, "OIDC roles")
+    return {str(email).lower(): _role(role, email) for email, role in roles.items()}
 
 
 def authenticate(accounts: Mapping[str, Account], name: str, password: str) -> Operator | None:

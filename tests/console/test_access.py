@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import operator_actions
+from core import operator_actions, operators
 from core.db import transaction
-from core.errors import Forbidden
+from core.errors import Forbidden, InvalidRequest
 from core.operators import Operator
 from tests.console.conftest import PASSWORDS
 from tests.console.demo import Demo
@@ -76,3 +76,26 @@ def test_with_oidc_configured_only_the_identity_provider_signs_in(console_env: d
     assert not at.exception
     assert [b.label for b in at.button] == ["Sign in with your identity provider"]
     assert not at.text_input and not at.dataframe
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("not json", "console users are not JSON"),
+        ("[1]", "console users are a JSON object"),
+        ('{"ada": {"role": "finance", "password_hash": "plain"}}', "argon2 password_hash"),
+        ('{"ada": {"role": "cto", "password_hash": "$argon2id$x"}}', "role must be one of"),
+    ],
+)
+def test_bad_account_configuration_is_refused_clearly(raw: str, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        operators.parse_accounts(raw)
+    assert message in refused.value.message
+
+
+def test_oidc_roles_match_addresses_case_insensitively() -> None:
+    roles = operators.parse_oidc_roles('{"Ada@Example.com": "oncall"}')
+    ada = operators.oidc_operator(roles, "ada@example.COM")
+    assert ada == Operator("ada@example.COM", "oncall")
+    assert operators.oidc_operator(roles, "eve@example.com") is None
+    assert operators.oidc_operator(roles, None) is None
