@@ -28,6 +28,9 @@ class Observability:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        # One API process serves one region (a bounded label: Settings only accepts known
+        # regions): read it once here, not on every request.
+        self.region: str = app.state.ctx.settings.region
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -60,10 +63,10 @@ class Observability:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope["method"]
-            HTTP_REQUESTS.labels(SERVICE, route, method, str(status)).inc()
-            HTTP_DURATION.labels(SERVICE, route, method).observe(elapsed)
+            HTTP_REQUESTS.labels(SERVICE, self.region, route, method, str(status)).inc()
+            HTTP_DURATION.labels(SERVICE, self.region, route, method).observe(elapsed)
             if status >= 500:
-                HTTP_ERRORS.labels(SERVICE, route, method).inc()
+                HTTP_ERRORS.labels(SERVICE, self.region, route, method).inc()
             if route not in ("/metrics", "/healthz", "/readyz"):
                 log.info(
                     "http_request",

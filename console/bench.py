@@ -179,11 +179,11 @@ def _render(page: str, widgets: dict[str, Any]) -> tuple[float, float]:
     at.button[0].click()
     at.run()
     at.switch_page(str(VIEWS / f"{page}.py"))
-    at.run()
-    if widgets:
-        st.cache_data.clear()
+    if widgets:  # they exist once the page ran
+        at.run()
         for key, value in widgets.items():
             at.get_by_key(key).set_value(value)
+    st.cache_data.clear()
     cold = _timed(at.run)
     if at.exception:
         raise RuntimeError(f"{page}: {at.exception[0].value}")

@@ -24,18 +24,18 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUESTS = Counter(
     "dotshop_http_requests_total",
-    "HTTP requests handled, by route template, method and status code.",
-    ["service", "route", "method", "status"],
+    "HTTP requests handled, by region, route template, method and status code.",
+    ["service", "region", "route", "method", "status"],
 )
 HTTP_ERRORS = Counter(
     "dotshop_http_errors_total",
-    "HTTP requests answered with a 5xx status, by route template.",
-    ["service", "route", "method"],
+    "HTTP requests answered with a 5xx status, by region and route template.",
+    ["service", "region", "route", "method"],
 )
 HTTP_DURATION = Histogram(
     "dotshop_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route template and method.",
-    ["service", "route", "method"],
+    "Time to answer an HTTP request, by region, route template and method.",
+    ["service", "region", "route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CHECKOUTS = Counter(

@@ -24,6 +24,8 @@ checks_app = typer.Typer(help="Invariant checks (oversell, drift, unreconciled p
 app.add_typer(checks_app, name="checks")
 outbox_app = typer.Typer(help="Outbox dead letters: list, retry, discard (audit-logged).")
 app.add_typer(outbox_app, name="outbox")
+dashboards_app = typer.Typer(help="Grafana dashboards as code (dashboards/grafana/*.json).")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -247,6 +249,31 @@ def checks_run(
     typer.echo(f"run {run.run_id}: {run.status}, {len(run.violations)} open violation(s)", err=True)
     if run.violations or failed:
         raise typer.Exit(1)
+
+
+@dashboards_app.command("build")
+def dashboards_build(
+    out: Annotated[Path, typer.Option("--out", help="Folder of the JSON files.")] = Path(
+        "dashboards/grafana"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 naming the stale files.")
+    ] = False,
+) -> None:
+    """Generate the Grafana dashboards (Checkout, Sync, Payments, Inventory) as JSON, or with
+    --check verify that the committed files match what the code builds (CI's up-to-date check)."""
+    from dotshop import dashboards
+
+    if check:
+        stale = dashboards.stale(out)
+        for path in stale:
+            typer.echo(f"stale: {path} (run `dotshop dashboards build`)", err=True)
+        if stale:
+            raise typer.Exit(1)
+        typer.echo(f"{len(dashboards.DASHBOARDS)} dashboard(s) in {out} are up to date")
+        return
+    for path in dashboards.build(out):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -153,12 +153,12 @@ def test_metrics_expose_red_and_business_series(stack: Stack) -> None:
     assert checkout(stack, [{"sku": "NOPE", "quantity": 1}]).status_code == 404
     text = httpx.get(f"{stack.api['us']}/metrics", timeout=10).text
     assert (
-        'dotshop_http_requests_total{method="POST",route="/v1/checkouts",service="checkout_api",status="201"}'
-        in text
+        'dotshop_http_requests_total{method="POST",region="us",route="/v1/checkouts",'
+        'service="checkout_api",status="201"}' in text
     )
     assert (
-        'dotshop_http_request_duration_seconds_bucket{le="0.5",method="POST",route="/v1/checkouts"'
-        in text
+        'dotshop_http_request_duration_seconds_bucket{le="0.5",method="POST",region="us",'
+        'route="/v1/checkouts"' in text
     )
     assert 'dotshop_checkouts_total{outcome="created",region="us"}' in text
     assert 'dotshop_checkouts_total{outcome="unknown_sku",region="us"}' in text
