@@ -4,6 +4,7 @@ against a database the real stack filled (tests/console/demo.py)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,15 @@ def console_users() -> str:
     return json.dumps(
         {role: {"role": role, "password_hash": hash_password(PASSWORDS[role])} for role in ROLES}
     )
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """AppTest runs the script as `__main__` and leaves it there; multiprocessing's spawn (used
+    by later tests) would then re-run the console in every child it starts."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="module")
