@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from console import auth, data, flash, fmt, runbooks
+from console import auth, data, flash, fmt, paging, runbooks
 from core import operator_actions, operators, violations
 from core.errors import DotshopError
 
@@ -21,12 +21,15 @@ status = left.selectbox("Status", ["open", "resolved", "all"], key="alerts_statu
 chosen = middle.multiselect("Checks", names, key="alerts_checks")
 limit = right.selectbox("Rows", PAGE_SIZES, key="alerts_limit")
 
-history = data.read(
+after = paging.cursor("violations", (status, tuple(chosen), limit))
+fetched = data.read(
     violations.listing,
     status=None if status == "all" else status,
     checks=chosen or None,
-    limit=limit,
+    limit=limit + 1,  # one more than shown: whether a next page exists
+    starting_after=after,
 )
+history, more = fetched[:limit], len(fetched) > limit
 rows = [
     {
         "id": v.id,
@@ -44,6 +47,7 @@ rows = [
 st.caption(f"{len(rows)} violation(s), newest first")
 if rows:
     fmt.show(fmt.frame(rows), key="violations", money_columns={"amount_minor": "currency"})
+    paging.controls("violations", history, more, lambda v: v.id)
 
 by_id = {v.id: v for v in history}
 picked = st.selectbox("Violation", list(by_id), index=None, key="alerts_pick")
