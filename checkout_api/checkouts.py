@@ -20,6 +20,7 @@ from checkout_api.idempotent import (
     summarize,
     to_response,
 )
+from checkout_api.observability import CHECKOUT_OUTCOME
 from checkout_api.schemas import (
     CheckoutCreate,
     CheckoutLine,
@@ -32,7 +33,6 @@ from core import checkout, inventory, orders
 from core.errors import NotFound
 from core.idempotency import KEY_MIN_LENGTH, Answer
 from core.logs import get_logger
-from core.metrics import CHECKOUTS
 
 log = get_logger("checkout_api.checkouts")
 
@@ -110,7 +110,7 @@ class CheckoutController(Controller):
             )
         )
         summary = summarize(outcome)
-        CHECKOUTS.labels(ctx.settings.region, _outcome_label(outcome, summary)).inc()
+        request.state[CHECKOUT_OUTCOME] = _outcome_label(outcome, summary)
         return to_response(outcome, summary)
 
     @post(

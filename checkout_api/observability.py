@@ -9,11 +9,22 @@ import structlog
 
 from core.ids import new_id
 from core.logs import get_logger
-from core.metrics import HTTP_DURATION, HTTP_ERRORS, HTTP_REQUESTS
+from core.metrics import CHECKOUTS, HTTP_DURATION, HTTP_ERRORS, HTTP_REQUESTS
 
 SERVICE = "checkout_api"
 REQUEST_ID_HEADER = b"x-request-id"
 log = get_logger("checkout_api.http")
+# Every POST of the checkout route counts once in dotshop_checkouts_total: with the outcome its
+# handler read from the stored answer (left in the request state under CHECKOUT_OUTCOME), or,
+# refused before it had one (a bad key or body, a key in use, a crash), by the status class.
+CHECKOUT_ROUTE = "/v1/checkouts"
+CHECKOUT_OUTCOME = "checkout_outcome"
+
+
+def refused_outcome(status: int) -> str:
+    if status >= 500:
+        return "error"
+    return "conflict" if status == 409 else "invalid"
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -67,6 +78,9 @@ class Observability:
             HTTP_DURATION.labels(SERVICE, self.region, route, method).observe(elapsed)
             if status >= 500:
                 HTTP_ERRORS.labels(SERVICE, self.region, route, method).inc()
+            if route == CHECKOUT_ROUTE and method == "POST":
+                outcome = scope.get("state", {}).get(CHECKOUT_OUTCOME) or refused_outcome(status)
+                CHECKOUTS.labels(self.region, outcome).inc()
             if route not in ("/metrics", "/healthz", "/readyz"):
                 log.info(
                     "http_request",

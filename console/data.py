@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.db import database_url, engine_for, transaction
+from core.metrics import serve_metrics
 from core.settings import Settings
 
 T = TypeVar("T")
@@ -22,7 +23,11 @@ T = TypeVar("T")
 
 @st.cache_resource(show_spinner=False)
 def settings() -> Settings:
-    return Settings()
+    # Once per process, at the first script run (the sign-in form reads settings): streamlit
+    # runs no code of ours before a browser connects, so that is when /metrics starts.
+    loaded = Settings()
+    serve_metrics(loaded.metrics_port)
+    return loaded
 
 
 @st.cache_resource(show_spinner=False)

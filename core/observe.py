@@ -7,27 +7,32 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core import metrics, relay, sync_lag
+from core import metrics, outbox_report, sync_lag
 from core.models import Reservation, Stock, Violation
 
 # Label sets reported before in this process: set back to 0 when their last violation
 # resolves, so a graph drops to 0 instead of ending.
 _seen_checks: set[str] = set()
 _seen_amounts: set[tuple[str, str]] = set()
+_seen_topics: set[str] = set()
 
 
 def refresh_business_gauges(engine: Engine) -> None:
     with Session(engine) as session:
-        reserved, committed = session.execute(
+        # A SKU in shortfall (Shopify sold what we promised) has nothing to sell, not less.
+        sellable = func.greatest(Stock.shopify_available - Stock.reserved - Stock.committed, 0)
+        sellable_units, reserved, committed, sold_out = session.execute(
             select(
+                func.coalesce(func.sum(sellable), 0),
                 func.coalesce(func.sum(Stock.reserved), 0),
                 func.coalesce(func.sum(Stock.committed), 0),
+                func.count().filter(sellable == 0),
             )
         ).one()
         holds = session.scalar(
             select(func.count()).select_from(Reservation).where(Reservation.status == "held")
         )
-        outbox = relay.depth(session)
+        outbox = outbox_report.summary(session)
         open_violations = session.execute(
             select(
                 Violation.check_name,
@@ -38,14 +43,27 @@ def refresh_business_gauges(engine: Engine) -> None:
             .where(Violation.resolved_at.is_(None))
             .group_by(Violation.check_name, Violation.currency)
         ).all()
+    metrics.SELLABLE_UNITS.set(sellable_units)
     metrics.RESERVED_UNITS.set(reserved)
     metrics.COMMITTED_UNITS.set(committed)
+    metrics.SOLD_OUT_SKUS.set(sold_out)
     metrics.ACTIVE_RESERVATIONS.set(holds or 0)
-    metrics.OUTBOX_PENDING.set(outbox["pending"])
-    metrics.OUTBOX_OLDEST_AGE.set(outbox["oldest_pending_age_seconds"])
-    metrics.OUTBOX_DEAD.set(outbox["dead"])
+    _outbox_gauges(outbox)
     _violation_gauges(open_violations)
     sync_lag.export_metrics(engine)
+
+
+def _outbox_gauges(topics: list[outbox_report.TopicSummary]) -> None:
+    """Per topic; a topic whose messages all went out reads 0."""
+    for topic in _seen_topics - {t.topic for t in topics}:
+        metrics.OUTBOX_PENDING.labels(topic=topic).set(0)
+        metrics.OUTBOX_OLDEST_AGE.labels(topic=topic).set(0)
+        metrics.OUTBOX_DEAD.labels(topic=topic).set(0)
+    for t in topics:
+        metrics.OUTBOX_PENDING.labels(topic=t.topic).set(t.pending)
+        metrics.OUTBOX_OLDEST_AGE.labels(topic=t.topic).set(t.oldest_pending_age_seconds)
+        metrics.OUTBOX_DEAD.labels(topic=t.topic).set(t.dead)
+    _seen_topics.update(t.topic for t in topics)
 
 
 def _violation_gauges(rows: list[Any]) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.errors import InvalidRequest
 from core.logs import get_logger
+from core.metrics import OUTBOX_DELIVERIES, OUTBOX_DELIVERY_DURATION
 from core.models import OutboxMessage
 from core.outbox import LAST_ERROR_MAX_CHARS, Handlers, Message, PermanentError, RetryPolicy
 
@@ -204,6 +205,7 @@ def _deliver(
         log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="before_handler")
         return
     handler = handlers.get(message.topic)
+    started = time.perf_counter()
     try:
         if handler is None:
             # A producer deployed before the relay that handles it: retry, do not lose it.
@@ -213,6 +215,8 @@ def _deliver(
         values = _failure(message, attempts, exc, now, policy, rng)
     else:
         values = {"status": "sent", "sent_at": now}
+    OUTBOX_DELIVERY_DURATION.labels(message.topic).observe(time.perf_counter() - started)
+    OUTBOX_DELIVERIES.labels(message.topic, values.get("status", "retry")).inc()
     with engine.begin() as conn:
         recorded = conn.execute(
             update(_table).where(_fenced(claim)).values(locked_until=None, **values)

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     console_oidc_roles: str | None = None
 
     log_level: str = "INFO"
+    # Where a relay, sync, checks or console process serves its own /metrics (127.0.0.1:port);
+    # unset = no endpoint. The API serves /metrics on its own port instead.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Mounts the benchmark's floor route (checkout_api/floor.py): `dotshop bench` only, never
     # in production.

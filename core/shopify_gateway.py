@@ -29,7 +29,7 @@ from core.errors import (
     ShopifyRejected,
     ShopifyThrottled,
 )
-from core.metrics import SHOPIFY_THROTTLED
+from core.metrics import SHOPIFY_THROTTLED, shopify_call_limit
 from core.settings import Settings
 
 # 2026-04 is the first version where inventory writes demand @idempotent and changeFromQuantity;
@@ -193,6 +193,7 @@ class ShopifyGateway:
             answer = self._send(query, variables)
             cost = (answer.get("extensions") or {}).get("cost")
             self.budget.record(query, cost)
+            shopify_call_limit(self.shop, cost)
             errors = answer.get("errors") or []
             codes = {(e.get("extensions") or {}).get("code") for e in errors}
             if "THROTTLED" in codes and cost:

@@ -15,6 +15,7 @@ import importlib
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import Engine
 
 from core import completer, relay, sweeper
 from core.logs import get_logger
+from core.metrics import WORKER_PASS_DURATION, WORKER_PASSES
 from core.outbox import Handlers, RetryPolicy
 
 log = get_logger("core.worker")
@@ -67,17 +69,23 @@ def keep_running(
 ) -> None:
     """Call `step` until `stop` is set: again at once while it reports more work, `idle()` when
     it reports none; after a failure, log it and wait a growing pause. Never dies of an
-    exception, so a worker outlives whatever it depends on."""
+    exception, so a worker outlives whatever it depends on. Each pass is counted and timed
+    under `name` (the loop's RED metrics)."""
     failures = 0
     while not stop.is_set():
+        started = time.perf_counter()
         try:
             busy = step()
         except Exception:
+            WORKER_PASSES.labels(name, "error").inc()
+            WORKER_PASS_DURATION.labels(name).observe(time.perf_counter() - started)
             failures += 1
             pause = failure_pause(failures)
             log.exception(f"{name}.failed", failures=failures, retry_in_seconds=pause)
             stop.wait(pause)
             continue
+        WORKER_PASSES.labels(name, "ok").inc()
+        WORKER_PASS_DURATION.labels(name).observe(time.perf_counter() - started)
         if failures:
             log.info(f"{name}.recovered", after_failures=failures)
             failures = 0

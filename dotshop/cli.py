@@ -50,6 +50,21 @@ def _clear_errors() -> Iterator[None]:
         fail(f"invalid settings: {problems}")
 
 
+def _own_metrics(*, serve: bool) -> None:
+    """A relay, sync, checks or console process keeps its metrics in a registry of its own,
+    served on DOTSHOP_METRICS_PORT when `serve`. Called before anything imports
+    prometheus_client, which reads PROMETHEUS_MULTIPROC_DIR once: one inherited from an API
+    would send this process's samples into the API's files."""
+    import os
+
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if serve:
+        from core.metrics import serve_metrics
+        from core.settings import get_settings
+
+        serve_metrics(get_settings().metrics_port)
+
+
 def not_built(what: str) -> None:
     fail(f"`{what}` is not built yet (see the open issues); nothing was done.")
 
@@ -116,6 +131,8 @@ def api(
 @app.command()
 def relay(once: Annotated[bool, typer.Option("--once")] = False) -> None:
     """Run the outbox relay (side effects in per-key order) and the expiry sweeper."""
+    with _clear_errors():
+        _own_metrics(serve=not once)
     from core import logs
     from core.worker import run_relay
 
@@ -135,6 +152,8 @@ def sync(
     --full), then what changed since the last one, periodically."""
     import contextlib
 
+    with _clear_errors():
+        _own_metrics(serve=not once)
     from core import logs
     from core.worker import run_sync
 
@@ -225,6 +244,8 @@ def checks_run(
     """Run the invariant checks: each on its own interval until Ctrl-C, or with --once a single
     run that prints the open violations (check, subject, money, since) and exits 0 when none is
     open, 1 when one is open or a check could not run, 2 on bad usage."""
+    with _clear_errors():
+        _own_metrics(serve=not once)
     from checks import runner, scheduler
     from core import logs
     from core.db import database_url, engine_for
@@ -302,6 +323,8 @@ def console(
         accounts = operators.parse_accounts(users.get_secret_value() if users else None)
         if not accounts and not Path(".streamlit/secrets.toml").exists():
             fail("no operator can sign in: set DOTSHOP_CONSOLE_USERS (or configure OIDC)")
+    # streamlit serves DOTSHOP_METRICS_PORT itself, from its first script run (console.data).
+    _own_metrics(serve=False)
     app_path = Path(__file__).resolve().parents[1] / "console" / "app.py"
     # streamlit replaces this process, so a supervisor's signals reach it directly.
     os.execv(  # noqa: S606 - argv list, no shell

@@ -304,9 +304,9 @@ def sync() -> dashboard.Dashboard:
         .with_panel(
             _stat(
                 "Pending",
-                "Outbox messages waiting for delivery.",
+                "Outbox messages waiting for delivery, all topics.",
                 "none",
-                [("max(dotshop_outbox_pending)", "pending")],
+                [("sum(max by (topic) (dotshop_outbox_pending))", "pending")],
                 width=8,
             )
         )
@@ -323,30 +323,30 @@ def sync() -> dashboard.Dashboard:
         .with_panel(
             _stat(
                 "Dead letters",
-                "Dead-lettered messages: `dotshop outbox list` shows them.",
+                "Dead-lettered messages, all topics: `dotshop outbox list` shows them.",
                 "none",
-                [("max(dotshop_outbox_dead)", "dead")],
+                [("sum(max by (topic) (dotshop_outbox_dead))", "dead")],
                 red_at=1,
                 width=8,
             )
         )
         .with_panel(
             _timeseries(
-                "Outbox depth",
-                "Pending and dead-lettered messages over time.",
+                "Outbox depth per topic",
+                "Pending and dead-lettered messages over time, per topic.",
                 "none",
                 [
-                    ("max(dotshop_outbox_pending)", "pending"),
-                    ("max(dotshop_outbox_dead)", "dead"),
+                    ("max by (topic) (dotshop_outbox_pending)", "{{topic}} pending"),
+                    ("max by (topic) (dotshop_outbox_dead)", "{{topic}} dead"),
                 ],
             )
         )
         .with_panel(
             _timeseries(
-                "Oldest pending age",
+                "Oldest pending age per topic",
                 "A rising line is a stuck ordering key or a relay that stopped.",
                 "s",
-                [("max(dotshop_outbox_oldest_pending_age_seconds)", "oldest pending")],
+                [("max by (topic) (dotshop_outbox_oldest_pending_age_seconds)", "{{topic}}")],
             )
         )
         .with_row(dashboard.Row("Shopify rate limit"))
@@ -357,7 +357,18 @@ def sync() -> dashboard.Dashboard:
                 "out and retried).",
                 "reqps",
                 [(f"sum(rate(dotshop_shopify_throttled_total[{RATE}]))", "throttled")],
-                width=24,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Shopify call-limit headroom",
+                "Query cost points left in Shopify's GraphQL bucket at the last answer, and the "
+                "bucket's size (throttleStatus), as the sync and relay processes saw them.",
+                "none",
+                [
+                    ("max by (shop) (dotshop_shopify_call_limit_available_points)", "available"),
+                    ("max by (shop) (dotshop_shopify_call_limit_maximum_points)", "maximum"),
+                ],
             )
         )
     )
@@ -419,6 +430,21 @@ def payments() -> dashboard.Dashboard:
                         "{{check}} {{currency}}",
                     )
                 ],
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Payments at the last reconciliation",
+                "PaymentIntents that matched our books, and payments (or paid orders) that did "
+                "not, per currency, as the unreconciled_payment check counted them.",
+                "none",
+                [
+                    (
+                        "max by (currency, status) (dotshop_reconciliation_payments)",
+                        "{{currency}} {{status}}",
+                    )
+                ],
+                width=24,
             )
         )
         .with_row(dashboard.Row("Stripe events"))
@@ -550,11 +576,12 @@ def inventory() -> dashboard.Dashboard:
         .with_row(dashboard.Row("Stock"))
         .with_panel(
             _timeseries(
-                "Reserved and committed units",
-                "reserved: held by live checkouts; committed: paid, not yet acknowledged by "
-                "Shopify.",
+                "Sellable, reserved and committed units",
+                "Summed over every SKU. sellable: what we can still sell; reserved: held by live "
+                "checkouts; committed: paid, not yet acknowledged by Shopify.",
                 "none",
                 [
+                    ("max(dotshop_sellable_units)", "sellable"),
                     ("max(dotshop_reserved_units)", "reserved"),
                     ("max(dotshop_committed_units)", "committed"),
                 ],
@@ -562,10 +589,14 @@ def inventory() -> dashboard.Dashboard:
         )
         .with_panel(
             _timeseries(
-                "Holds",
-                "Reservations in status held (live checkouts holding stock).",
+                "Holds and sold-out SKUs",
+                "Reservations in status held (live checkouts holding stock), and SKUs with "
+                "nothing left to sell.",
                 "none",
-                [("max(dotshop_active_reservations)", "holds")],
+                [
+                    ("max(dotshop_active_reservations)", "holds"),
+                    ("max(dotshop_sold_out_skus)", "sold out"),
+                ],
             )
         )
     )

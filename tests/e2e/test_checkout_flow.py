@@ -113,13 +113,20 @@ def test_logs_carry_request_order_and_key_but_no_secrets(stack: Stack) -> None:
     assert response.status_code == 201
     request_id = response.headers["X-Request-Id"]
     body = response.json()
-    api_log = next(p for p in stack.processes if p.log_path.endswith("api-us.log")).output()
-    lines = [json.loads(line) for line in api_log.splitlines() if line.startswith("{")]
-    http = [
-        ln
-        for ln in lines
-        if ln.get("event") == "http_request" and ln.get("request_id") == request_id
-    ]
+    api = next(p for p in stack.processes if p.log_path.endswith("api-us.log"))
+
+    def request_lines() -> tuple[str, list[dict], list[dict]] | None:
+        # The request's line is written once the response has gone out: wait for it.
+        text = api.output()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        http = [
+            ln
+            for ln in lines
+            if ln.get("event") == "http_request" and ln.get("request_id") == request_id
+        ]
+        return (text, lines, http) if http else None
+
+    api_log, lines, http = wait_for(request_lines, timeout=10)
     assert len(http) == 1
     assert http[0]["idempotency_key"] == key and http[0]["order_id"] == body["order_id"]
     assert http[0]["route"] == "/v1/checkouts" and http[0]["status"] == 201
@@ -165,5 +172,6 @@ def test_metrics_expose_red_and_business_series(stack: Stack) -> None:
     reserved = stack.scalar("SELECT sum(reserved) FROM stock")
     assert f"dotshop_reserved_units {float(reserved)}" in text
     assert (
-        "dotshop_outbox_pending " in text and "dotshop_outbox_oldest_pending_age_seconds " in text
+        "dotshop_outbox_pending{topic=" in text
+        and "dotshop_outbox_oldest_pending_age_seconds{topic=" in text
     )
