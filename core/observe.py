@@ -7,14 +7,25 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core import metrics, outbox_report, sync_lag
+from core import inventory, metrics, outbox_report, payments, refunds, revalidate, sync_lag
 from core.models import Reservation, Stock, Violation
 
 # Label sets reported before in this process: set back to 0 when their last violation
 # resolves, so a graph drops to 0 instead of ending.
 _seen_checks: set[str] = set()
 _seen_amounts: set[tuple[str, str]] = set()
-_seen_topics: set[str] = set()
+# Every topic our code writes reads 0 from the first scrape, so an empty outbox shows as 0, not
+# as no data (one the list misses still appears once it has undelivered messages).
+KNOWN_TOPICS = (
+    inventory.SHOPIFY_HOLD,
+    inventory.SHOPIFY_UNHOLD,
+    payments.CANCEL_PAYMENT_INTENT,
+    payments.BOOK_BALANCE,
+    payments.PUSH_ORDER_TO_SHOPIFY,
+    refunds.REFUND,
+    revalidate.TOPIC,
+)
+_seen_topics: set[str] = set(KNOWN_TOPICS)
 
 
 def refresh_business_gauges(engine: Engine) -> None:

@@ -95,13 +95,23 @@ def up(
             help="On a first start, place and pay a few demo orders for the console to show.",
         ),
     ] = True,
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring",
+            help="Also run Prometheus (our rules, every part scraped) and Alertmanager "
+            "(apt-get install prometheus prometheus-alertmanager).",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole stack on this machine with embedded defaults, restarting any part that
     exits (Ctrl-C stops it)."""
     from dotshop import stack
 
     with _clear_errors():
-        stack.up(detach=detach, supervised=supervised, demo_orders=demo_orders)
+        stack.up(
+            detach=detach, supervised=supervised, demo_orders=demo_orders, monitoring=monitoring
+        )
 
 
 @app.command()

@@ -6,6 +6,10 @@ Every part is a child process running one `dotshop` subcommand, logging to `.dot
 command run in this folder finds the stack. Secrets are generated once per folder and kept in
 `.dotshop/secrets.json` (mode 0600); they are never printed.
 
+`up --monitoring` adds a local Prometheus and Alertmanager (dotshop/monitoring.py): every part
+serves /metrics, the checks send their business alerts to that Alertmanager, and stack.json
+gets their URLs under `monitoring`.
+
 `up` supervises in the foreground (Ctrl-C stops everything, PostgreSQL included); `up --detach`
 starts the same supervisor as a detached process and returns once the stack is healthy; `down`
 stops the supervisor (which stops its parts), then PostgreSQL.
@@ -67,7 +71,14 @@ def _secrets(home: Path) -> dict[str, str]:
     return values
 
 
-def stack_description(database_url: str, s: dict[str, str]) -> dict[str, Any]:
+def stack_description(
+    database_url: str, s: dict[str, str], *, monitoring: bool = False
+) -> dict[str, Any]:
+    extra = {}
+    if monitoring:
+        from dotshop import monitoring as local_monitoring
+
+        extra["monitoring"] = local_monitoring.description()
     return {
         "api": {region: f"http://127.0.0.1:{port}" for region, port in API_PORTS.items()},
         "stripe": {
@@ -88,10 +99,13 @@ def stack_description(database_url: str, s: dict[str, str]) -> dict[str, Any]:
         },
         "database_url": database_url,
         "admin_token": s["admin_token"],
+        **extra,
     }
 
 
-def _children(stack: dict[str, Any]) -> list[Child]:
+def _children(stack: dict[str, Any], home: Path) -> list[Child]:
+    from dotshop import monitoring
+
     base_env = {
         "DATABASE_URL": stack["database_url"],
         "STRIPE_API_KEY": stack["stripe"]["api_key"],
@@ -102,6 +116,12 @@ def _children(stack: dict[str, Any]) -> list[Child]:
         "SHOPIFY_API_SECRET": stack["shopify"]["api_secret"],
         "DOTSHOP_ADMIN_TOKEN": stack["admin_token"],
     }
+    # With monitoring: each part's /metrics port, and the checks' business alerts to Alertmanager.
+    part_env: dict[str, dict[str, str]] = {part: {} for part in monitoring.METRICS_PORTS}
+    if "monitoring" in stack:
+        for part, port in monitoring.METRICS_PORTS.items():
+            part_env[part]["DOTSHOP_METRICS_PORT"] = str(port)
+        part_env["checks"]["DOTSHOP_ALERTMANAGER_URL"] = stack["monitoring"]["alertmanager"]
     us = stack["api"]["us"]
     children = [
         Child(
@@ -116,7 +136,7 @@ def _children(stack: dict[str, Any]) -> list[Child]:
             base_env,
             f"{stack['stripe']['api_base']}/_sandbox/health",
         ),
-        Child("sync", ["sync"], base_env, None),
+        Child("sync", ["sync"], base_env | part_env["sync"], None),
     ]
     for region, url in stack["api"].items():
         children.append(
@@ -127,17 +147,25 @@ def _children(stack: dict[str, Any]) -> list[Child]:
                 f"{url}/readyz",
             )
         )
-    children.append(Child("relay", ["relay"], base_env, None))
-    children.append(Child("checks", ["checks", "run"], base_env, None))
+    children.append(Child("relay", ["relay"], base_env | part_env["relay"], None))
+    children.append(Child("checks", ["checks", "run"], base_env | part_env["checks"], None))
     console = stack["console"]
     children.append(
         Child(
             "console",
             ["console", "--port", console["url"].rsplit(":", 1)[1]],
-            {**base_env, "DOTSHOP_CONSOLE_USERS": _console_users(console)},
+            {
+                **base_env,
+                **part_env["console"],
+                "DOTSHOP_CONSOLE_USERS": _console_users(console),
+            },
             f"{console['url']}/_stcore/health",
         )
     )
+    if "monitoring" in stack:
+        # First: Prometheus scrapes each part from its start, the checks find Alertmanager.
+        targets = monitoring.stack_targets(stack["api"])
+        children[:0] = monitoring.children(home / "monitoring", targets)
     return children
 
 
@@ -214,11 +242,20 @@ def _read_pids(home: Path) -> tuple[int | None, dict[str, int]]:
     return state.get("supervisor"), state.get("children", {})
 
 
-def _prepare(home: Path) -> Path:
+def _prepare(home: Path, monitoring: bool) -> Path:
     """Refuse ports taken by someone else, stop what a previous stack here left; the logs."""
     if (home / PIDS_FILE).exists():
         down(quiet=True)
     ports = (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT)
+    if monitoring:
+        from dotshop import monitoring as local_monitoring
+
+        local_monitoring.require_binaries()
+        ports += (
+            local_monitoring.PROMETHEUS_PORT,
+            local_monitoring.ALERTMANAGER_PORT,
+            *local_monitoring.METRICS_PORTS.values(),
+        )
     busy = [p for p in ports if _port_in_use(p)]
     if busy:
         raise StackError(
@@ -230,23 +267,30 @@ def _prepare(home: Path) -> Path:
     return logs
 
 
-def up(*, detach: bool = False, supervised: bool = False, demo_orders: bool = True) -> None:
+def up(
+    *,
+    detach: bool = False,
+    supervised: bool = False,
+    demo_orders: bool = True,
+    monitoring: bool = False,
+) -> None:
     """Start the stack and supervise it here (`supervised`: as the detached supervisor), or
     with `detach`, start the detached supervisor and return once the stack is healthy.
-    `demo_orders`: a first start (no orders yet) plays sandbox.traffic's demo day."""
+    `demo_orders`: a first start (no orders yet) plays sandbox.traffic's demo day.
+    `monitoring`: with a local Prometheus and Alertmanager (dotshop/monitoring.py)."""
     home = home_dir()
-    logs = _prepare(home) if not supervised else home / "logs"
+    logs = _prepare(home, monitoring) if not supervised else home / "logs"
     if detach:
-        _up_detached(home, logs, demo_orders)
+        _up_detached(home, logs, demo_orders, monitoring)
         return
     from core.migrate import upgrade
 
     database_url = embedded_pg.ensure_running(home / "pg")
     upgrade(database_url)
-    stack = stack_description(database_url, _secrets(home))
+    stack = stack_description(database_url, _secrets(home), monitoring=monitoring)
     say = stderr_and_file(logs / SUPERVISOR_LOG, to_stderr=not supervised)
     supervisor = Supervisor(
-        _children(stack),
+        _children(stack, home),
         logs,
         say=say,
         on_change=lambda pids: _write_pids(home, pids),
@@ -270,6 +314,9 @@ def up(*, detach: bool = False, supervised: bool = False, demo_orders: bool = Tr
                 f"logs in {logs}"
             )
             print(f"stack description: {home / STACK_FILE}")
+            if monitoring:
+                urls = stack["monitoring"]
+                print(f"Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}")
             print("Ctrl-C stops everything.", flush=True)
         supervisor.watch()
         say("stopping")
@@ -283,12 +330,13 @@ def up(*, detach: bool = False, supervised: bool = False, demo_orders: bool = Tr
             embedded_pg.stop(home / "pg")
 
 
-def _up_detached(home: Path, logs: Path, demo_orders: bool) -> None:
+def _up_detached(home: Path, logs: Path, demo_orders: bool, monitoring: bool) -> None:
     (home / STACK_FILE).unlink(missing_ok=True)
     demo = "--demo-orders" if demo_orders else "--no-demo-orders"
+    extra = ["--monitoring"] if monitoring else []
     with open_private_log(logs / SUPERVISOR_LOG) as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dotshop", "up", "--supervised", demo],
+            [sys.executable, "-m", "dotshop", "up", "--supervised", demo, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

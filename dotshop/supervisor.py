@@ -50,6 +50,8 @@ class Child:
     args: list[str]
     env: dict[str, str]
     health_url: str | None
+    # What `args` are given to: a `dotshop` subcommand, or another program (Prometheus).
+    program: tuple[str, ...] = (sys.executable, "-m", "dotshop")
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> subprocess.Popen:
         with open_private_log(self._logs / f"{child.name}.log") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "dotshop", *child.args],
+                [*child.program, *child.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
