@@ -84,6 +84,13 @@ SELLABLE_UNITS = Gauge(
     "0 for a SKU in shortfall).",
     multiprocess_mode="mostrecent",
 )
+STOCK_UNITS = Gauge(
+    "dotshop_stock_units",
+    "Units per SKU class (the product's category in the catalog, a bounded set; "
+    "'uncategorized' when it has none) and state: sellable, reserved, committed.",
+    ["category", "state"],
+    multiprocess_mode="mostrecent",
+)
 SOLD_OUT_SKUS = Gauge(
     "dotshop_sold_out_skus",
     "SKUs with nothing left to sell (sold out: sellable units 0).",
@@ -214,6 +221,7 @@ API_ONLY_GAUGES = frozenset(
         SELLABLE_UNITS,
         RESERVED_UNITS,
         COMMITTED_UNITS,
+        STOCK_UNITS,
         SOLD_OUT_SKUS,
         ACTIVE_RESERVATIONS,
         OUTBOX_PENDING,

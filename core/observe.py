@@ -8,7 +8,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from core import inventory, metrics, outbox_report, payments, refunds, revalidate, sync_lag
-from core.models import Reservation, Stock, Violation
+from core.models import Product, Reservation, Stock, Variant, Violation
 
 # Label sets reported before in this process: set back to 0 when their last violation
 # resolves, so a graph drops to 0 instead of ending.
@@ -26,20 +26,26 @@ KNOWN_TOPICS = (
     revalidate.TOPIC,
 )
 _seen_topics: set[str] = set(KNOWN_TOPICS)
+UNCATEGORIZED = "uncategorized"
 
 
 def refresh_business_gauges(engine: Engine) -> None:
     with Session(engine) as session:
         # A SKU in shortfall (Shopify sold what we promised) has nothing to sell, not less.
         sellable = func.greatest(Stock.shopify_available - Stock.reserved - Stock.committed, 0)
-        sellable_units, reserved, committed, sold_out = session.execute(
+        category = func.coalesce(Product.category, UNCATEGORIZED)
+        per_class = session.execute(
             select(
-                func.coalesce(func.sum(sellable), 0),
-                func.coalesce(func.sum(Stock.reserved), 0),
-                func.coalesce(func.sum(Stock.committed), 0),
+                category,
+                func.sum(sellable),
+                func.sum(Stock.reserved),
+                func.sum(Stock.committed),
                 func.count().filter(sellable == 0),
             )
-        ).one()
+            .join(Variant, Variant.sku == Stock.sku)
+            .join(Product, Product.id == Variant.product_id)
+            .group_by(category)
+        ).all()
         holds = session.scalar(
             select(func.count()).select_from(Reservation).where(Reservation.status == "held")
         )
@@ -54,14 +60,25 @@ def refresh_business_gauges(engine: Engine) -> None:
             .where(Violation.resolved_at.is_(None))
             .group_by(Violation.check_name, Violation.currency)
         ).all()
-    metrics.SELLABLE_UNITS.set(sellable_units)
-    metrics.RESERVED_UNITS.set(reserved)
-    metrics.COMMITTED_UNITS.set(committed)
-    metrics.SOLD_OUT_SKUS.set(sold_out)
+    _stock_gauges(per_class)
     metrics.ACTIVE_RESERVATIONS.set(holds or 0)
     _outbox_gauges(outbox)
     _violation_gauges(open_violations)
     sync_lag.export_metrics(engine)
+
+
+def _stock_gauges(per_class: list[Any]) -> None:
+    """Units per SKU class and state, and their sums over every SKU."""
+    totals = [0, 0, 0, 0]
+    for category, *counts in per_class:
+        for state, units in zip(("sellable", "reserved", "committed"), counts, strict=False):
+            metrics.STOCK_UNITS.labels(category=category, state=state).set(units)
+        totals = [t + int(c) for t, c in zip(totals, counts, strict=True)]
+    sellable, reserved, committed, sold_out = totals
+    metrics.SELLABLE_UNITS.set(sellable)
+    metrics.RESERVED_UNITS.set(reserved)
+    metrics.COMMITTED_UNITS.set(committed)
+    metrics.SOLD_OUT_SKUS.set(sold_out)
 
 
 def _outbox_gauges(topics: list[outbox_report.TopicSummary]) -> None:

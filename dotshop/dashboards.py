@@ -589,6 +589,14 @@ def inventory() -> dashboard.Dashboard:
         )
         .with_panel(
             _timeseries(
+                "Units per SKU class",
+                "Sellable, reserved and committed units per product category.",
+                "none",
+                [("max by (category, state) (dotshop_stock_units)", "{{category}} {{state}}")],
+            )
+        )
+        .with_panel(
+            _timeseries(
                 "Holds and sold-out SKUs",
                 "Reservations in status held (live checkouts holding stock), and SKUs with "
                 "nothing left to sell.",

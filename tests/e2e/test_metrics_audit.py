@@ -136,6 +136,18 @@ def test_api_business_gauges_match_the_tables(stack: Stack) -> None:
     assert value(samples, "dotshop_reserved_units") == reserved
     assert value(samples, "dotshop_committed_units") == committed
     assert value(samples, "dotshop_sold_out_skus") == sold_out
+    per_class = stack.sql(
+        "SELECT coalesce(p.category, 'uncategorized'),"
+        "       sum(greatest(s.shopify_available - s.reserved - s.committed, 0)),"
+        "       sum(s.reserved), sum(s.committed)"
+        "  FROM stock s JOIN variant v ON v.sku = s.sku JOIN product p ON p.id = v.product_id"
+        " GROUP BY 1"
+    )
+    assert len(per_class) > 1  # the demo catalog has several categories
+    for category, *units in per_class:
+        for state, expected in zip(("sellable", "reserved", "committed"), units, strict=True):
+            got = value(samples, "dotshop_stock_units", category=category, state=state)
+            assert got == expected, (category, state)
     per_topic = stack.sql(
         "SELECT topic, count(*) FILTER (WHERE status = 'pending'),"
         "       count(*) FILTER (WHERE status = 'dead')"
