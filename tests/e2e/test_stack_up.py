@@ -26,7 +26,8 @@ from tests.e2e.helpers import ADDRESS
 
 pytestmark = pytest.mark.slow
 
-PORTS = (8000, 8001, 12111, 12112, 8501)
+# The stack's parts, and with --monitoring Prometheus, Alertmanager and the workers' /metrics.
+PORTS = (8000, 8001, 12111, 12112, 8501, 9090, 9093, 9101, 9102, 9103, 9104)
 
 
 def port_open(port: int) -> bool:
@@ -63,7 +64,7 @@ def folder() -> Iterator[Path]:
 
 
 def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
-    started = dotshop(folder, "up", "--detach")
+    started = dotshop(folder, "up", "--detach", "--monitoring")
     assert started.returncode == 0, started.stdout + started.stderr
     up_at = time.monotonic()
     try:
@@ -106,6 +107,7 @@ def test_up_detach_newcomer_flow_and_down(folder: Path) -> None:
         )
         seen_after = _newcomer_sees_the_demo_reconciliation(stack["console"], up_at)
         print(f"console showed the demo day's reconciliation {seen_after:.1f} s after up")
+        _prometheus_scrapes_every_part(stack["monitoring"])
         # Any dotshop command in this folder finds the running stack.
         once = dotshop(folder, "relay", "--once", timeout=60)
         assert once.returncode == 0, once.stderr
@@ -140,6 +142,28 @@ def _newcomer_sees_the_demo_reconciliation(console: dict, since: float) -> float
         wait_for(shown, timeout=60, interval=1)
         no_exception(page, "Reconciliation")
         return time.monotonic() - since
+
+
+def _prometheus_scrapes_every_part(monitoring: dict) -> None:
+    """`up --monitoring`: Prometheus (with our rules) scrapes every part and Alertmanager is
+    ready. The console's target is up too: a browser has connected by now."""
+    assert monitoring == {
+        "prometheus": "http://127.0.0.1:9090",
+        "alertmanager": "http://127.0.0.1:9093",
+    }
+    assert httpx.get(f"{monitoring['alertmanager']}/-/ready", timeout=5).status_code == 200
+    prometheus = monitoring["prometheus"]
+
+    def every_target_up() -> dict | None:
+        targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]
+        health = {t["labels"]["job"]: t["health"] for t in targets["activeTargets"]}
+        return health if set(health.values()) == {"up"} else None
+
+    jobs = wait_for(every_target_up, timeout=60, interval=1)
+    assert set(jobs) >= {"api", "relay", "sync", "checks", "console"}
+    groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert "DotshopCheckoutAvailabilityFastBurn" in alerts
 
 
 def _pids(folder: Path) -> dict:
