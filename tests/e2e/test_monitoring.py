@@ -48,6 +48,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from checks.alerts import ALERTNAME as BUSINESS_ALERTNAME
 from checks.runner import run_checks
+from core import metrics
 from core.settings import Settings
 from dotshop import monitoring
 from dotshop import stack as stack_module
@@ -126,8 +127,16 @@ def fast_alert_rules(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def exposition() -> Iterator[str]:
     """This process' metrics (the in-test relay and checks) over HTTP, as host:port."""
+    # Served as a worker serves it (no API-only database gauges), and without what earlier tests
+    # in this pytest process counted: the panels must see this module's stack only.
+    for leftover in (
+        metrics.ALERT_NOTIFICATIONS,
+        metrics.RECONCILIATION_PAYMENTS,
+        metrics.RECONCILIATION_AMOUNT,
+    ):
+        leftover.clear()
     port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1")
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.worker_registry())
     try:
         yield f"127.0.0.1:{port}"
     finally:
