@@ -6,11 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from console import auth
+from console import auth, data
 
 VIEWS = Path(__file__).with_name("views")
 
 st.set_page_config(page_title="dotshop console", page_icon=":material/storefront:", layout="wide")
+data.serve_process_metrics()
 operator = auth.signed_in()
 
 pages = [

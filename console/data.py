@@ -23,11 +23,14 @@ T = TypeVar("T")
 
 @st.cache_resource(show_spinner=False)
 def settings() -> Settings:
-    # Once per process, at the first script run (the sign-in form reads settings): streamlit
-    # runs no code of ours before a browser connects, so that is when /metrics starts.
-    loaded = Settings()
-    serve_metrics(loaded.metrics_port)
-    return loaded
+    return Settings()
+
+
+@st.cache_resource(show_spinner=False)
+def serve_process_metrics() -> None:
+    """/metrics on DOTSHOP_METRICS_PORT, once per process. Streamlit runs no code of ours before
+    a browser connects, so the first script run (app.py) starts it."""
+    serve_metrics(settings().metrics_port)
 
 
 @st.cache_resource(show_spinner=False)
