@@ -61,24 +61,27 @@ STATUSES = ("pending", "sent", "dead", "discarded")
 
 # -- claim_outbox_heads --
 # Due pending messages that are the head of their ordering key and not leased by a live relay,
-# oldest first, locked until this transaction commits their lease. "Head" means nothing earlier
-# in the same key is pending (leased, or waiting for its retry) or dead (a dead message blocks
-# its key until an operator retries or discards it, so order is never broken). Rows another
-# relay is claiming right now are skipped, so relays share the work. The NOT EXISTS probe uses
-# ix_outbox_pending (ordering_key, id) WHERE status IN ('pending', 'dead').
+# oldest first, locked until this transaction commits their lease. "Head" means the oldest of
+# its key among the pending (leased, or waiting for its retry) and dead messages: a dead message
+# blocks its key until an operator retries or discards it, so order is never broken. Rows
+# another relay is claiming right now are skipped, so relays share the work.
+# The heads are found once (MATERIALIZED: whatever the statistics say, never once per candidate)
+# by one pass over ix_outbox_pending (ordering_key, id), about a microsecond per undelivered
+# message. A probe per candidate ("nothing earlier in its key", ~12 us each) made a claim cost
+# that many probes whenever one key queued up, e.g. a hot SKU's holds.
 CLAIM_SQL = text(
     """
+    WITH heads AS MATERIALIZED (
+             SELECT DISTINCT ON (ordering_key) id
+               FROM outbox
+              WHERE status IN ('pending', 'dead')
+              ORDER BY ordering_key, id)
     SELECT o.id, o.public_id, o.topic, o.ordering_key, o.payload, o.attempts, o.locked_until
-      FROM outbox AS o
+      FROM heads
+      JOIN outbox AS o ON o.id = heads.id
      WHERE o.status = 'pending'
        AND o.next_attempt_at <= :now
        AND (o.locked_until IS NULL OR o.locked_until <= :now)
-       AND NOT EXISTS (
-             SELECT 1
-               FROM outbox AS earlier
-              WHERE earlier.ordering_key = o.ordering_key
-                AND earlier.id < o.id
-                AND earlier.status IN ('pending', 'dead'))
      ORDER BY o.id
      LIMIT :batch
        FOR UPDATE OF o SKIP LOCKED

@@ -363,6 +363,13 @@ def sandbox(
     stripe_webhook_url: Annotated[
         str | None, typer.Option(help="Deliver Stripe events here (signed).")
     ] = None,
+    stripe_webhook_event: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An event type the --stripe-webhook-url endpoint receives (repeatable; its "
+            "enabled_events). Default: every event."
+        ),
+    ] = None,
     shopify_webhook_url: Annotated[
         str | None, typer.Option(help="Subscribe every Shopify topic to this address.")
     ] = None,
@@ -395,6 +402,7 @@ def sandbox(
         seed=seed,
         stripe_api_key=os.environ.get("STRIPE_API_KEY", defaults.stripe_api_key),
         stripe_webhook_url=stripe_webhook_url,
+        stripe_webhook_events=tuple(stripe_webhook_event or ()) or defaults.stripe_webhook_events,
         stripe_webhook_secret=os.environ.get(
             "STRIPE_WEBHOOK_SECRET", defaults.stripe_webhook_secret
         ),

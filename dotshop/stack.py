@@ -54,6 +54,17 @@ SUPERVISOR_LOG = "supervisor.log"
 DETACHED_START_TIMEOUT_SECONDS = 4 * HEALTH_TIMEOUT_SECONDS
 
 
+def stripe_webhook_flags(url: str) -> list[str]:
+    """The sandbox flags that point Stripe's webhooks at `url`, subscribed to the events we
+    apply (core.payments.WEBHOOK_EVENTS), as a deployment's endpoint is."""
+    from core.payments import WEBHOOK_EVENTS
+
+    flags = ["--stripe-webhook-url", url]
+    for event_type in WEBHOOK_EVENTS:
+        flags += ["--stripe-webhook-event", event_type]
+    return flags
+
+
 def _secrets(home: Path) -> dict[str, str]:
     path = home / "secrets.json"
     if path.exists():
@@ -128,8 +139,7 @@ def _children(stack: dict[str, Any], home: Path) -> list[Child]:
             "sandbox",
             [
                 "sandbox",
-                "--stripe-webhook-url",
-                f"{us}/webhooks/stripe",
+                *stripe_webhook_flags(f"{us}/webhooks/stripe"),
                 "--shopify-webhook-url",
                 f"{us}/webhooks/shopify",
             ],

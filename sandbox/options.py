@@ -21,6 +21,8 @@ class SandboxOptions:
     # A webhook endpoint configured at start (more can be created through the API).
     stripe_webhook_url: str | None = None
     stripe_webhook_secret: str = DEFAULT_STRIPE_WEBHOOK_SECRET
+    # The configured endpoint's `enabled_events`; "*" is every event.
+    stripe_webhook_events: tuple[str, ...] = ("*",)
     # A US Stripe account: it settles (and pays out) in USD only, so an EUR charge is
     # converted into USD in its balance transaction.
     stripe_settlement_currencies: tuple[str, ...] = ("usd",)

@@ -24,6 +24,7 @@ from core import embedded_pg, shopify_sync
 from core.db import make_engine
 from core.migrate import upgrade
 from core.shopify_gateway import API_VERSION, ShopifyGateway
+from dotshop.stack import stripe_webhook_flags
 from dotshop.supervisor import Child, Supervisor
 
 STRIPE_KEY = "sk_test_dotshop_bench"
@@ -107,7 +108,7 @@ def running(
                 "sandbox",
                 f"--stripe-port={stripe_port}",
                 f"--shopify-port={shopify_port}",
-                f"--stripe-webhook-url={api}/webhooks/stripe",
+                *stripe_webhook_flags(f"{api}/webhooks/stripe"),
                 f"--shopify-webhook-url={api}/webhooks/shopify",
             ],
             {},

@@ -32,7 +32,7 @@ class Account:
         if self.options.stripe_webhook_url:
             self.events.add_endpoint(
                 self.options.stripe_webhook_url,
-                ["*"],
+                list(self.options.stripe_webhook_events),
                 secret=self.options.stripe_webhook_secret,
                 endpoint_id=DEFAULT_ENDPOINT_ID,
                 description="Configured at start (--stripe-webhook-url)",

@@ -57,6 +57,36 @@ def test_delivers_in_order_and_marks_sent(clean_engine: Engine) -> None:
     assert seen[0].payload == {"n": 1} and seen[0].attempts == 0
 
 
+def test_a_claim_reads_the_backlog_once_whatever_the_statistics(clean_engine: Engine) -> None:
+    """A hot key's queue (2,000 holds of one SKU) behind which 20 other keys wait: the claim
+    takes the head of every key, oldest first, and finds them in one pass over the undelivered
+    messages, not one probe or subquery run per queued message, before the table has statistics
+    or after."""
+    hot = _enqueue(clean_engine, [("sku:HOT", {"n": n}) for n in range(2000)])
+    others = _enqueue(clean_engine, [(f"sku:{n:02d}", {"n": n}) for n in range(20)])
+    for analyzed in (False, True):
+        if analyzed:
+            with clean_engine.connect() as conn:
+                conn.execute(text("ANALYZE outbox"))
+                conn.commit()
+        with clean_engine.begin() as conn:
+            explained = conn.execute(
+                text("EXPLAIN (ANALYZE, FORMAT JSON) " + relay.CLAIM_SQL.text),
+                {"now": datetime.now(UTC), "batch": 50},
+            ).scalar_one()
+            claimed = conn.execute(relay.CLAIM_SQL, {"now": datetime.now(UTC), "batch": 50})
+            assert [r.public_id for r in claimed] == [hot[0], *others]
+        nodes, scans = [explained[0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            nodes.extend(node.get("Plans", []))
+            if node.get("Index Name") == "ix_outbox_pending" or (
+                node.get("Relation Name") == "outbox" and node["Actual Rows"] >= 2000
+            ):
+                scans.append(node["Actual Loops"])
+        assert scans and all(loops == 1 for loops in scans), (analyzed, scans)
+
+
 def test_four_relays_drain_2000_messages_in_per_key_order(clean_engine: Engine) -> None:
     keys = [f"sku:{k}" for k in range(50)]
     items = [(key, {"seq": seq}) for seq in range(40) for key in keys]

@@ -21,6 +21,7 @@ from core.outbox import Handlers, RetryPolicy
 from core.payment_effects import StripeEffects
 from core.shopify_gateway import API_VERSION, ShopifyGateway
 from core.stripe_gateway import StripeGateway
+from dotshop.stack import stripe_webhook_flags
 from tests.processes import Process, free_port, start_dotshop
 
 STRIPE_KEY = "sk_test_e2e_dotshop"
@@ -177,8 +178,7 @@ def stack(db_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory)
                 str(stripe_port),
                 "--shopify-port",
                 str(shopify_port),
-                "--stripe-webhook-url",
-                f"{api['us']}/webhooks/stripe",
+                *stripe_webhook_flags(f"{api['us']}/webhooks/stripe"),
                 "--shopify-webhook-url",
                 f"{api['us']}/webhooks/shopify",
             ],

@@ -156,6 +156,34 @@ def test_configured_endpoint_from_the_command_line(tmp_path, receiver):
         proc.stop()
 
 
+def test_configured_endpoint_receives_only_its_enabled_events(tmp_path, receiver):
+    """Stripe sends an endpoint only the event types in its `enabled_events`: a PaymentIntent
+    created and confirmed makes payment_intent.created, charge.succeeded and
+    payment_intent.succeeded, and an endpoint enabled for the last one receives that one."""
+    proc = start_sandbox(
+        str(tmp_path / "sb.log"),
+        "--stripe-webhook-url",
+        receiver.url,
+        "--stripe-webhook-event",
+        "payment_intent.succeeded",
+    )
+    try:
+        sdk = client(proc.urls["stripe"])
+        pi = sdk.v1.payment_intents.create(
+            {"amount": 100, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
+        )
+        receiver.wait_for(1)
+        time.sleep(0.3)  # any other delivery would have arrived by now
+        [event] = receiver.events(DEFAULT_STRIPE_WEBHOOK_SECRET)
+        assert (event.type, event.data.object.id) == ("payment_intent.succeeded", pi.id)
+        types = {e.type for e in sdk.v1.events.list({"limit": 10}).data}
+        assert {"payment_intent.created", "charge.succeeded"} <= types  # made, not sent
+        [endpoint] = sdk.v1.webhook_endpoints.list().data
+        assert endpoint.enabled_events == ["payment_intent.succeeded"]
+    finally:
+        proc.stop()
+
+
 def test_duplicate_drop_reorder_and_delay(sdk, control, receiver):
     endpoint = _endpoint(sdk, receiver.url, ["payment_intent.created"])
 
