@@ -108,6 +108,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, workers: int | None = No
             fd=sock.fileno(),
             workers=count,
             backlog=BACKLOG,
+            http="httptools",  # not h11's pure Python (pyproject.toml)
+            loop="uvloop",
             log_level="warning",
             access_log=False,
         )
