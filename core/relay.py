@@ -11,8 +11,10 @@ Each write after the claim is fenced on the lease: a relay that lost its lease (
 and another relay took the message over) records nothing. A lease that runs out (relay killed)
 makes the message claimable again; if that attempt was the last allowed, the message is dead.
 
- - Per-key order: a claim holds at most the *head* of each key, and a leased message is still
-   'pending', so the next message of its key becomes a head only once this one is recorded.
+ - Per-key order: a claim takes, per key, an unbroken run from the key's head (the oldest
+   undelivered message), and the pass delivers it in order; when one fails (retry, dead letter,
+   lost lease) the rest of its run is released untouched, and a leased or failing head keeps
+   every later message of its key out of other relays' claims.
  - At least once: a handler may have run when the relay died before recording the result.
    Handlers are idempotent (provider idempotency keys derived from the message), so that is fine.
 
@@ -44,8 +46,11 @@ from core.outbox import LAST_ERROR_MAX_CHARS, Handlers, Message, PermanentError,
 log = get_logger("dotshop.relay")
 
 # Messages claimed per pass: big enough to amortise the claim query, small enough that a pass
-# finishes well inside its lease (at most one message per ordering key anyway).
+# finishes well inside its lease.
 BATCH_SIZE = 50
+# The longest run of one key in a pass: a hot key's queue moves ten at a time while the heads
+# of other keys still get the rest of the batch.
+RUN_LENGTH = 10
 # How long a claim is ours. Each provider call times out well within this (Stripe 10 s, Shopify
 # ~30 s), and a pass stops starting handlers at half-lease, so a live relay never loses a lease
 # it is using; a killed relay's messages wait at most this long before another relay takes them.
@@ -59,26 +64,35 @@ REASON_MAX_CHARS = 500
 # Statuses an operator can list.
 STATUSES = ("pending", "sent", "dead", "discarded")
 
-# -- claim_outbox_heads --
-# Due pending messages that are the head of their ordering key and not leased by a live relay,
-# oldest first, locked until this transaction commits their lease. "Head" means the oldest of
-# its key among the pending (leased, or waiting for its retry) and dead messages: a dead message
-# blocks its key until an operator retries or discards it, so order is never broken. Rows
-# another relay is claiming right now are skipped, so relays share the work.
-# The heads are found once (MATERIALIZED: whatever the statistics say, never once per candidate)
-# by one pass over ix_outbox_pending (ordering_key, id), about a microsecond per undelivered
-# message. A probe per candidate ("nothing earlier in its key", ~12 us each) made a claim cost
-# that many probes whenever one key queued up, e.g. a hot SKU's holds.
+# -- claim_outbox_runs --
+# The due pending messages at the front of their ordering key, oldest first, locked until this
+# transaction commits their lease. A key's front is its oldest undelivered messages up to the
+# first one that is dead (a dead message blocks its key until an operator retries or discards
+# it), waiting for its retry, or leased by a live relay; so a key whose head is leased or failing
+# offers nothing. `n` is each message's place in its key (1 = the head): `_claim` keeps, per key,
+# only an unbroken run from the head, because SKIP LOCKED may skip a row another relay is
+# claiming at this very moment and order must never jump over it.
+# Runs matter for a hot key: a SKU selling 200 times a second queues 200 holds a second, and one
+# message per key per pass (a claim each) could not keep up. The front is found once
+# (MATERIALIZED: whatever the statistics say, never once per candidate) by one pass over
+# ix_outbox_pending (ordering_key, id), about a microsecond per undelivered message.
 CLAIM_SQL = text(
     """
-    WITH heads AS MATERIALIZED (
-             SELECT DISTINCT ON (ordering_key) id
-               FROM outbox
-              WHERE status IN ('pending', 'dead')
-              ORDER BY ordering_key, id)
-    SELECT o.id, o.public_id, o.topic, o.ordering_key, o.payload, o.attempts, o.locked_until
-      FROM heads
-      JOIN outbox AS o ON o.id = heads.id
+    WITH front AS MATERIALIZED (
+             SELECT id, n
+               FROM (SELECT id,
+                            row_number() OVER in_key AS n,
+                            bool_and(status = 'pending' AND next_attempt_at <= :now
+                                     AND (locked_until IS NULL OR locked_until <= :now))
+                              OVER in_key AS clear
+                       FROM outbox
+                      WHERE status IN ('pending', 'dead')
+                     WINDOW in_key AS (PARTITION BY ordering_key ORDER BY id)) AS undelivered
+              WHERE clear AND n <= :run)
+    SELECT o.id, o.public_id, o.topic, o.ordering_key, o.payload, o.attempts, o.locked_until,
+           front.n
+      FROM front
+      JOIN outbox AS o ON o.id = front.id
      WHERE o.status = 'pending'
        AND o.next_attempt_at <= :now
        AND (o.locked_until IS NULL OR o.locked_until <= :now)
@@ -122,13 +136,22 @@ def run_once(
     rng = rng or random.Random()
     started = time.monotonic()
     claims, dead = _claim(engine, now, batch, policy, lease_seconds)
+    stopped: set[str] = set()  # keys whose run broke: their later messages wait, in order
+    handled, untouched = dead, []
     for i, claim in enumerate(claims):
         if time.monotonic() - started > lease_seconds / 2:
             # Leave the rest to the next pass rather than run a handler past our lease.
-            _release(engine, claims[i:])
-            return dead + i
-        _deliver(engine, claim, handlers, now, policy, rng)
-    return dead + len(claims)
+            untouched += claims[i:]
+            break
+        if claim.message.ordering_key in stopped:
+            untouched.append(claim)
+            continue
+        handled += 1
+        if not _deliver(engine, claim, handlers, now, policy, rng):
+            stopped.add(claim.message.ordering_key)
+    if untouched:
+        _release(engine, untouched)
+    return handled
 
 
 def _claim(
@@ -138,9 +161,14 @@ def _claim(
     relay died in the handler). Returns the leases and how many were dead-lettered."""
     lease = now + timedelta(seconds=lease_seconds)
     with engine.begin() as conn:
-        rows = conn.execute(CLAIM_SQL, {"now": now, "batch": batch}).all()
+        params = {"now": now, "batch": batch, "run": RUN_LENGTH}
+        rows = _unbroken_runs(conn.execute(CLAIM_SQL, params).all())
         exhausted = [r for r in rows if r.attempts >= policy.max_attempts]
-        live = [r for r in rows if r.attempts < policy.max_attempts]
+        # A key whose head is dead-lettered here delivers none of its run.
+        blocked = {r.ordering_key for r in exhausted}
+        live = [
+            r for r in rows if r.attempts < policy.max_attempts and r.ordering_key not in blocked
+        ]
         if live:
             conn.execute(
                 update(_table)
@@ -175,6 +203,19 @@ def _claim(
     return claims, len(exhausted)
 
 
+def _unbroken_runs(rows: list[Any]) -> list[Any]:
+    """Per key, the locked rows that run unbroken from its head (n = 1, 2, ...), in id order."""
+    expected: dict[str, int] = {}
+    kept = []
+    for row in rows:  # id order, so each key's rows come in n order
+        if row.n == expected.get(row.ordering_key, 1):
+            expected[row.ordering_key] = row.n + 1
+            kept.append(row)
+        else:
+            expected[row.ordering_key] = -1  # broken: nothing after the gap
+    return kept
+
+
 def _fenced(claim: _Claim) -> Any:
     """Only while the message is pending and still leased by us."""
     return (
@@ -197,7 +238,8 @@ def _deliver(
     now: datetime,
     policy: RetryPolicy,
     rng: random.Random,
-) -> None:
+) -> bool:
+    """Deliver one message; True when it was sent (so the next of its key may follow)."""
     message = claim.message
     attempts = message.attempts + 1
     with engine.begin() as conn:
@@ -206,7 +248,7 @@ def _deliver(
         ).rowcount
     if not counted:
         log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="before_handler")
-        return
+        return False
     handler = handlers.get(message.topic)
     started = time.perf_counter()
     try:
@@ -227,6 +269,8 @@ def _deliver(
     if not recorded:
         # Another relay took the message over; it will record its own attempt.
         log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="after_handler")
+        return False
+    return values.get("status") == "sent"
 
 
 def _failure(

@@ -182,7 +182,9 @@ def _raise_flow_stock(shopify_site: str) -> tuple[list[str], str]:
 
 def _seed_synthetic(engine: Engine, sellout_stock: int) -> None:
     """SKUs only our projection knows: the checkout reads our tables, Stripe never sees SKUs,
-    and these are never paid (so never pushed to Shopify)."""
+    and these are never paid (so never pushed to Shopify). Their one product's handle sorts
+    after the demo catalog's 40, so the list arm reads the storefront's first page (20 products
+    of 1-4 variants), not a product with a thousand."""
     rows = [(HOT_SKU, PLENTY), (SELLOUT_SKU, sellout_stock)]
     rows += [(sku, PLENTY) for sku in spread_skus()]
     params = [
@@ -192,7 +194,7 @@ def _seed_synthetic(engine: Engine, sellout_stock: int) -> None:
         conn.execute(
             text(
                 "INSERT INTO product (id, shopify_product_id, handle, title, shopify_updated_at) "
-                "VALUES ('prd_bench', 990000000, 'bench-synthetic', 'Bench', now())"
+                "VALUES ('prd_bench', 990000000, 'zz-bench-synthetic', 'Bench', now())"
             )
         )
         conn.execute(

@@ -48,8 +48,7 @@ def _recorder() -> tuple[Handlers, list[Message]]:
 def test_delivers_in_order_and_marks_sent(clean_engine: Engine) -> None:
     ids = _enqueue(clean_engine, [("a", {"n": 1}), ("b", {"n": 1}), ("a", {"n": 2})])
     handlers, seen = _recorder()
-    assert relay.run_once(clean_engine, handlers) == 2  # the heads of a and b
-    assert relay.run_once(clean_engine, handlers) == 1  # a's second, now that its first is sent
+    assert relay.run_once(clean_engine, handlers) == 3  # a's run (both, in order) and b's head
     assert relay.run_once(clean_engine, handlers) == 0
     assert [m.public_id for m in seen] == ids
     rows = _rows(clean_engine)
@@ -59,9 +58,9 @@ def test_delivers_in_order_and_marks_sent(clean_engine: Engine) -> None:
 
 def test_a_claim_reads_the_backlog_once_whatever_the_statistics(clean_engine: Engine) -> None:
     """A hot key's queue (2,000 holds of one SKU) behind which 20 other keys wait: the claim
-    takes the head of every key, oldest first, and finds them in one pass over the undelivered
-    messages, not one probe or subquery run per queued message, before the table has statistics
-    or after."""
+    takes a run of the hot key (RUN_LENGTH, in order) and the head of every other key, and finds
+    them in one pass over the undelivered messages, not one probe or subquery run per queued
+    message, before the table has statistics or after."""
     hot = _enqueue(clean_engine, [("sku:HOT", {"n": n}) for n in range(2000)])
     others = _enqueue(clean_engine, [(f"sku:{n:02d}", {"n": n}) for n in range(20)])
     for analyzed in (False, True):
@@ -72,10 +71,12 @@ def test_a_claim_reads_the_backlog_once_whatever_the_statistics(clean_engine: En
         with clean_engine.begin() as conn:
             explained = conn.execute(
                 text("EXPLAIN (ANALYZE, FORMAT JSON) " + relay.CLAIM_SQL.text),
-                {"now": datetime.now(UTC), "batch": 50},
+                {"now": datetime.now(UTC), "batch": 50, "run": relay.RUN_LENGTH},
             ).scalar_one()
-            claimed = conn.execute(relay.CLAIM_SQL, {"now": datetime.now(UTC), "batch": 50})
-            assert [r.public_id for r in claimed] == [hot[0], *others]
+            claimed = conn.execute(
+                relay.CLAIM_SQL, {"now": datetime.now(UTC), "batch": 50, "run": relay.RUN_LENGTH}
+            )
+            assert [r.public_id for r in claimed] == [*hot[: relay.RUN_LENGTH], *others]
         nodes, scans = [explained[0]["Plan"]], []
         while nodes:
             node = nodes.pop()
@@ -219,7 +220,12 @@ def test_dead_letter_blocks_its_key_until_retried(clean_engine: Engine) -> None:
     rows = _rows(clean_engine)
     assert (rows[poison].status, rows[poison].attempts) == ("dead", 3)
     assert rows[poison].dead_at is not None and "Shopify says 422" in rows[poison].last_error
-    assert rows[after].status == "pending" and rows[after].attempts == 0  # blocked, never tried
+    # Claimed in the poison's run each time, released untouched when the poison failed.
+    assert (rows[after].status, rows[after].attempts, rows[after].locked_until) == (
+        "pending",
+        0,
+        None,
+    )
     assert delivered == [other]
     dead_events = [e for e in logs if e["event"] == "outbox.dead_lettered"]
     assert len(dead_events) == 1
@@ -236,8 +242,8 @@ def test_dead_letter_blocks_its_key_until_retried(clean_engine: Engine) -> None:
         assert relay.retry_dead(session, poison, actor="test") is False  # pending now, not dead
         assert relay.retry_dead(session, "obx_nope", actor="test") is False
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1
-    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 1
+    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 2  # in order
+    assert relay.run_once(clean_engine, handlers, now=later, policy=policy) == 0
     assert delivered == [other, poison, after]
     rows = _rows(clean_engine)
     assert rows[poison].status == "sent" and rows[poison].dead_at is None
