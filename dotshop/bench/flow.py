@@ -10,10 +10,11 @@ and the pacing costs the server one small query every few milliseconds."""
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import stripe
@@ -35,6 +36,8 @@ EMAIL_PATTERN = "flow%@bench.example"
 SETTLE_SECONDS = 60
 # How long a client waits for its order to be paid before it counts the flow as failed.
 PAID_TIMEOUT_SECONDS = 30
+# Threads taking the open arm's due flows: more than are ever in flight at its rate.
+OPEN_SHOPPERS = 32
 # How often the watcher looks for newly paid orders (the pacing's resolution, not the measure:
 # times to paid come from the events' own timestamps).
 WATCH_INTERVAL_SECONDS = 0.005
@@ -124,81 +127,137 @@ def drain_webhooks(stripe_base: str) -> None:
         client.post("/_sandbox/webhooks/wait", json={"timeout": SETTLE_SECONDS})
 
 
+class _Flows:
+    """The flows of one arm: each is checkout -> confirm -> paid, recorded by order id with when
+    it began (for the open model: when it fell due) and when its confirm began."""
+
+    def __init__(self, api: str, stripe_base: str, engine: Engine, skus: list[str]) -> None:
+        self.api, self.stripe_base, self.skus = api, stripe_base, skus
+        self.watcher = PaidWatcher(engine)
+        self.started: dict[str, tuple[datetime, datetime]] = {}
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def client(self) -> tuple[httpx.Client, stripe.StripeClient]:
+        stripe_client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": self.stripe_base})
+        return httpx.Client(base_url=self.api, timeout=30), stripe_client
+
+    def one(
+        self,
+        http: httpx.Client,
+        stripe_client: stripe.StripeClient,
+        email: str,
+        n: int,
+        began: datetime,
+    ) -> None:
+        try:
+            created = http.post(
+                "/v1/checkouts",
+                content=checkout_body(email, self.skus[n % len(self.skus)]),
+                headers={"Idempotency-Key": str(uuid.uuid4()), "Content-Type": "application/json"},
+            )
+            if created.status_code != 201:
+                raise RuntimeError(f"checkout answered {created.status_code}")
+            body = created.json()
+            confirming = datetime.now(UTC)
+            stripe_client.v1.payment_intents.confirm(
+                body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
+            )
+        except (httpx.HTTPError, stripe.StripeError, RuntimeError) as exc:
+            with self.lock:
+                self.failures.append(str(exc))
+            return
+        with self.lock:
+            self.started[body["order_id"]] = (began, confirming)
+        # An order never paid is counted by `result` (started but not paid).
+        self.watcher.wait(body["order_id"], PAID_TIMEOUT_SECONDS)
+
+    def result(self, engine: Engine, target: str, clients: int, extra: dict) -> ArmResult:
+        started = self.started
+        events = _settled(engine, list(started))
+        paid = {oid: e[0] for oid, e in events.items() if e[0] is not None}
+        pushed = sum(1 for e in events.values() if e[1] is not None)
+        to_paid = [(paid[oid] - started[oid][1]).total_seconds() for oid in paid]
+        flows = [(paid[oid] - started[oid][0]).total_seconds() for oid in paid]
+        first = min((s[0] for s in started.values()), default=None)
+        window = (max(paid.values()) - first).total_seconds() if paid and first else 0
+        return ArmResult(
+            arm="e2e",
+            target=target,
+            clients=clients,
+            duration_s=round(window, 3),
+            requests=len(paid),
+            errors=len(self.failures) + len(started) - len(paid),
+            p50_ms=percentile_ms(flows, 50),
+            p95_ms=percentile_ms(flows, 95),
+            p99_ms=percentile_ms(flows, 99),
+            extra={
+                **extra,
+                "started": len(started),
+                "paid": len(paid),
+                "pushed_to_shopify": pushed,
+                "confirm_to_paid_p50_ms": percentile_ms(to_paid, 50),
+                "confirm_to_paid_p99_ms": percentile_ms(to_paid, 99),
+                "failures": self.failures[:5],
+            },
+        )
+
+
 def run(
     api: str, stripe_base: str, engine: Engine, skus: list[str], *, clients: int, seconds: float
 ) -> ArmResult:
-    started: dict[str, tuple[datetime, datetime]] = {}  # order id -> (checkout, confirm) start
-    failures: list[str] = []
-    lock = threading.Lock()
+    """Closed loop: `clients` shoppers, each starting its next flow once its order is paid."""
+    flows = _Flows(api, stripe_base, engine, skus)
     deadline = time.monotonic() + seconds
 
-    watcher = PaidWatcher(engine)
-
     def client(n: int) -> None:
-        stripe_client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": stripe_base})
-        with httpx.Client(base_url=api, timeout=30) as http:
+        http, stripe_client = flows.client()
+        with http:
             i = 0
             while time.monotonic() < deadline:
                 i += 1
-                began = datetime.now(UTC)
-                try:
-                    created = http.post(
-                        "/v1/checkouts",
-                        content=checkout_body(f"flow{n}@bench.example", skus[(n + i) % len(skus)]),
-                        headers={
-                            "Idempotency-Key": str(uuid.uuid4()),
-                            "Content-Type": "application/json",
-                        },
-                    )
-                    if created.status_code != 201:
-                        raise RuntimeError(f"checkout answered {created.status_code}")
-                    body = created.json()
-                    confirming = datetime.now(UTC)
-                    stripe_client.v1.payment_intents.confirm(
-                        body["payment"]["payment_intent_id"], {"payment_method": "pm_card_visa"}
-                    )
-                except (httpx.HTTPError, stripe.StripeError, RuntimeError) as exc:
-                    with lock:
-                        failures.append(str(exc))
-                    continue
-                with lock:
-                    started[body["order_id"]] = (began, confirming)
-                # An order never paid is counted below (started but not paid).
-                watcher.wait(body["order_id"], PAID_TIMEOUT_SECONDS)
+                flows.one(http, stripe_client, f"flow{n}@bench.example", n + i, datetime.now(UTC))
 
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
-    with watcher:
+    with flows.watcher:
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    events = _settled(engine, list(started))
-    paid = {oid: e[0] for oid, e in events.items() if e[0] is not None}
-    pushed = sum(1 for e in events.values() if e[1] is not None)
-    to_paid = [(paid[oid] - started[oid][1]).total_seconds() for oid in paid]
-    flows = [(paid[oid] - started[oid][0]).total_seconds() for oid in paid]
-    window = (
-        (max(paid.values()) - min(s[0] for s in started.values())).total_seconds() if paid else 0
-    )
-    return ArmResult(
-        arm="e2e",
-        target="paid",
-        clients=clients,
-        duration_s=round(window, 3),
-        requests=len(paid),
-        errors=len(failures) + len(started) - len(paid),
-        p50_ms=percentile_ms(flows, 50),
-        p95_ms=percentile_ms(flows, 95),
-        p99_ms=percentile_ms(flows, 99),
-        extra={
-            "started": len(started),
-            "paid": len(paid),
-            "pushed_to_shopify": pushed,
-            "confirm_to_paid_p50_ms": percentile_ms(to_paid, 50),
-            "confirm_to_paid_p99_ms": percentile_ms(to_paid, 99),
-            "failures": failures[:5],
-        },
-    )
+    return flows.result(engine, "paid", clients, {})
+
+
+def run_open(
+    api: str, stripe_base: str, engine: Engine, skus: list[str], *, rate: float, seconds: float
+) -> ArmResult:
+    """Open model: flows fall due `rate` times a second whether or not earlier ones are paid, and
+    each runs from when it fell due, so time queued behind a busy stack counts (no coordinated
+    omission). OPEN_SHOPPERS threads take due flows; more than are ever in flight at once."""
+    flows = _Flows(api, stripe_base, engine, skus)
+    due: queue.Queue[tuple[int, datetime] | None] = queue.Queue()
+
+    def shopper() -> None:
+        http, stripe_client = flows.client()
+        with http:
+            while (item := due.get()) is not None:
+                n, at = item
+                flows.one(http, stripe_client, "flowopen@bench.example", n, at)
+
+    threads = [threading.Thread(target=shopper, daemon=True) for _ in range(OPEN_SHOPPERS)]
+    total = max(1, round(rate * seconds))
+    with flows.watcher:
+        for t in threads:
+            t.start()
+        wall, start = datetime.now(UTC), time.perf_counter() + 0.2
+        for n in range(total):
+            at = start + n / rate
+            time.sleep(max(0.0, at - time.perf_counter()))
+            due.put((n, wall + timedelta(seconds=at - start + 0.2)))
+        for _ in threads:
+            due.put(None)
+        for t in threads:
+            t.join()
+    return flows.result(engine, "paid-open", 0, {"rate_per_s": round(rate, 1), "scheduled": total})
 
 
 def _settled(engine: Engine, order_ids: list[str]) -> dict[str, tuple]:

@@ -1,7 +1,8 @@
 """`dotshop bench checkout`: one run, every arm side by side on the same parts and settings.
 
 Order: the limit (pgbench, before the API holds connections), a warm-up, end to end (first, so
-its webhooks do not queue behind those of every later checkout), the floor, the checkout (hot
+its pushes do not queue behind the Shopify holds of every later checkout; the arms after it wait
+until its orders are pushed), the floor, the checkout (hot
 SKU, then SKUs spread over SPREAD), the reads, the open-model arms at half the measured maximum,
 the oversell arm (one SKU with little stock, many clients); then the correctness checks against
 the database. `--quick` (CI) runs each arm briefly with 8 clients: it proves every arm runs and
@@ -163,7 +164,7 @@ class Run:
         sandbox, and the paid flows would wait behind them."""
         flow.drain_webhooks(stack.stripe_base)
         self.say(f"end to end: {self.plan.flow_clients} clients for {self.plan.seconds:g} s")
-        self.add(
+        closed = self.add(
             flow.run(
                 stack.api,
                 stack.stripe_base,
@@ -173,7 +174,22 @@ class Run:
                 seconds=self.plan.seconds,
             )
         )
-        flow.drain_webhooks(stack.stripe_base)  # the next arms start on a quiet server
+        # The same flows falling due at half that rate: time to paid free of coordinated
+        # omission, as the open arms measure the checkout.
+        self.add(
+            flow.run_open(
+                stack.api,
+                stack.stripe_base,
+                stack.engine,
+                stack.flow_skus,
+                rate=max(closed.rps / 2, 1.0),
+                seconds=self.plan.seconds,
+            )
+        )
+        # The next arms start on a quiet stack: no webhook queued, no paid order left to push
+        # (the relay pushes at Shopify's rate limit, well after the flows end).
+        flow.drain_webhooks(stack.stripe_base)
+        flow.wait_pushed(stack.engine)
 
 
 def main(*, quick: bool, seconds: float | None, workers: int, out_dir: Path) -> int:
