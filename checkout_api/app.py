@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -26,6 +28,13 @@ from core.stripe_gateway import StripeGateway
 
 def _ctx(state: State) -> AppContext:
     return state.ctx
+
+
+def _thread_limit(threads: int) -> Callable[[], None]:
+    def limit() -> None:  # on startup: anyio's limiter belongs to the running event loop
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+
+    return limit
 
 
 def create_app(
@@ -67,6 +76,7 @@ def create_app(
             path="/schema",
         ),
         debug=False,
+        on_startup=[_thread_limit(settings.api_threads)],
     )
     document_cross_cutting_answers(app.openapi_schema)
     return Observability(InputGuard(app))
