@@ -26,11 +26,14 @@ def serve(
     options = options or SandboxOptions()
     servers = [
         uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=http)
         )
-        for app, port in (
-            (create_stripe(options), stripe_port),
-            (create_shopify(options), shopify_port),
+        for app, port, http in (
+            (create_stripe(options), stripe_port, "auto"),
+            # h11 writes header names as the app gives them, as Shopify sends them
+            # (`X-Shopify-Shop-Api-Call-Limit`), which the ShopifyAPI library looks up
+            # case-sensitively; uvicorn's httptools protocol lowercases every name.
+            (create_shopify(options), shopify_port, "h11"),
         )
     ]
     asyncio.run(_serve_all(servers))

@@ -183,6 +183,19 @@ def _peer_fd_option(pid: int, fd: int, level: int, option: int) -> int:
         os.close(pidfd)
 
 
+def _fds_of(pid: int, target: str) -> list[int]:
+    """The descriptors of `pid` open on `target`; one closed while we look is skipped (a
+    worker opens and closes descriptors all the time: database connections, its event loop)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                found.append(int(fd))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _server_side(port: int, client_port: int) -> int:
     """The inode of the server's socket for our connection (from /proc/net/tcp)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -245,12 +258,7 @@ def test_api_workers_share_the_port_with_nagle_off(db_url: str, tmp_path) -> Non
                 client.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
                 assert _read_response(client).startswith(b"HTTP/1.1 200")
             inode = _server_side(port, client.getsockname()[1])
-            owner = [
-                (pid, int(fd))
-                for pid in workers
-                for fd in os.listdir(f"/proc/{pid}/fd")
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
-            ]
+            owner = [(pid, fd) for pid in workers for fd in _fds_of(pid, f"socket:[{inode}]")]
             assert owner, "no worker holds the accepted connection"
             pid, fd = owner[0]
             assert _peer_fd_option(pid, fd, socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
