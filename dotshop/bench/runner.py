@@ -160,8 +160,9 @@ class Run:
         )
 
     def end_to_end(self, stack: BenchStack) -> None:
-        """First of the HTTP arms: every checkout of the later arms queues webhooks at the
-        sandbox, and the paid flows would wait behind them."""
+        """First of the HTTP arms: every checkout of the later arms queues a Shopify hold,
+        which the relay mirrors at Shopify's rate limit, and the pushes of paid orders would
+        wait behind them."""
         flow.drain_webhooks(stack.stripe_base)
         self.say(f"end to end: {self.plan.flow_clients} clients for {self.plan.seconds:g} s")
         closed = self.add(
@@ -175,7 +176,8 @@ class Run:
             )
         )
         # The same flows falling due at half that rate: time to paid free of coordinated
-        # omission, as the open arms measure the checkout.
+        # omission, as the open arms measure the checkout. It too starts on a quiet stack.
+        self.quiet(stack)
         self.add(
             flow.run_open(
                 stack.api,
@@ -186,8 +188,13 @@ class Run:
                 seconds=self.plan.seconds,
             )
         )
-        # The next arms start on a quiet stack: no webhook queued, no paid order left to push
-        # (the relay pushes at Shopify's rate limit, well after the flows end).
+        self.quiet(stack)
+
+    @staticmethod
+    def quiet(stack: BenchStack) -> None:
+        """Wait until no webhook is queued and no paid order is left to push: the relay pushes
+        at Shopify's rate limit, well after the flows end, and would share the next arm's
+        cores."""
         flow.drain_webhooks(stack.stripe_base)
         flow.wait_pushed(stack.engine)
 
