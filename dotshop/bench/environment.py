@@ -3,7 +3,7 @@ end whatever happens: a private embedded PostgreSQL (migrated, in a temporary fo
 sandbox Stripe and Shopify, the checkout API (N workers, floor route on) and the outbox relay.
 
 The catalog is the sandbox's demo catalog (for the read and end-to-end arms) plus synthetic
-SKUs that only our projection knows (for the stock arms): one hot SKU, SPREAD SKUs, and one
+products created in the sandbox Shopify for the stock arms: one hot SKU, SPREAD SKUs, and one
 SKU with little stock that the oversell arm sells out.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from core import embedded_pg, shopify_sync
 from core.db import make_engine
@@ -42,6 +42,8 @@ SELLOUT_SKU = "BENCH-SELLOUT"
 PLENTY = 100_000_000
 # Demo SKUs whose Shopify stock is raised so that paid flows never run short there either.
 FLOW_SKUS = 8
+# Shopify's REST API takes at most 100 variants per product.
+VARIANTS_PER_PRODUCT = 100
 
 
 def free_port() -> int:
@@ -154,8 +156,8 @@ def _after(
     if child.name == "sandbox":
         stack.flow_skus, stack.product_handle = _raise_flow_stock(stack.shopify_site)
         gateway = ShopifyGateway(shop=SHOP, site=stack.shopify_site, access_token=SHOPIFY_TOKEN)
+        _create_synthetic(stack.shopify_site, sellout_stock)
         shopify_sync.load_catalog(stack.engine, gateway, LOCATION_ID)
-        _seed_synthetic(stack.engine, sellout_stock)
         say("catalog loaded; running the limit arms (pgbench) before the API opens")
         before_api(stack)
 
@@ -180,43 +182,22 @@ def _raise_flow_stock(shopify_site: str) -> tuple[list[str], str]:
     return [v["sku"] for v in variants], product["handle"]
 
 
-def _seed_synthetic(engine: Engine, sellout_stock: int) -> None:
-    """SKUs only our projection knows: the checkout reads our tables, Stripe never sees SKUs,
-    and these are never paid (so never pushed to Shopify). Their one product's handle sorts
-    after the demo catalog's 40, so the list arm reads the storefront's first page (20 products
-    of 1-4 variants), not a product with a thousand."""
+def _create_synthetic(shopify_site: str, sellout_stock: int) -> None:
+    """The stock arms' SKUs, created in the sandbox Shopify like any product (the catalog load
+    then imports them): their holds reach Shopify and succeed, as a real shop's do, instead of
+    failing and retrying against inventory items Shopify never had. Products of at most
+    VARIANTS_PER_PRODUCT variants (Shopify's REST limit), whose handles sort after the demo
+    catalog's 40, so the list arm reads the storefront's first page, not a synthetic product."""
     rows = [(HOT_SKU, PLENTY), (SELLOUT_SKU, sellout_stock)]
     rows += [(sku, PLENTY) for sku in spread_skus()]
-    params = [
-        {"n": n, "sku": sku, "available": available} for n, (sku, available) in enumerate(rows)
-    ]
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO product (id, shopify_product_id, handle, title, shopify_updated_at) "
-                "VALUES ('prd_bench', 990000000, 'zz-bench-synthetic', 'Bench', now())"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO variant (id, product_id, sku, title, shopify_variant_id, "
-                "shopify_inventory_item_id, position, shopify_updated_at) "
-                "VALUES ('var_bench' || :n, 'prd_bench', :sku, :sku, 991000000 + :n, "
-                "992000000 + :n, :n + 1, now())"
-            ),
-            params,
-        )
-        conn.execute(
-            text(
-                "INSERT INTO variant_price (sku, currency, amount_minor) "
-                "VALUES (:sku, 'usd', 1000), (:sku, 'eur', 900)"
-            ),
-            params,
-        )
-        conn.execute(
-            text(
-                "INSERT INTO stock (sku, shopify_available, shopify_updated_at) "
-                "VALUES (:sku, :available, now())"
-            ),
-            params,
-        )
+    headers = {"X-Shopify-Access-Token": SHOPIFY_TOKEN}
+    with httpx.Client(base_url=shopify_site, headers=headers, timeout=30) as client:
+        for n, start in enumerate(range(0, len(rows), VARIANTS_PER_PRODUCT)):
+            chunk = rows[start : start + VARIANTS_PER_PRODUCT]
+            variants = [
+                {"sku": sku, "option1": sku, "price": "10.00", "inventory_quantity": stock}
+                for sku, stock in chunk
+            ]
+            product = {"title": f"Bench {n:02d}", "handle": f"zz-bench-{n:02d}"}
+            product |= {"options": [{"name": "SKU"}], "variants": variants}
+            client.post("/products.json", json={"product": product}).raise_for_status()

@@ -147,6 +147,49 @@ def test_location_inventory_levels_updated_at_filter(shop: Shop):
     assert [level["item"]["sku"] for level in changed] == ["FSH-TRENCH-BLACK-M"]
 
 
+def test_location_inventory_levels_by_item_ids_ored(shop: Shop):
+    """shopify.dev "Shopify API search syntax": `inventory_item_id:A OR inventory_item_id:B`
+    finds exactly those items' levels, and a further ANDed term still filters them (the
+    sandbox looks pinned ids up instead of scanning every level)."""
+    levels = shop.data(
+        "{ location { inventoryLevels(first: 250) { nodes { updatedAt item { id sku } } } } }"
+    )["location"]["inventoryLevels"]["nodes"]
+    ids = [level["item"]["id"].rsplit("/", 1)[1] for level in levels[:3]]
+    query = """query L($q: String!) {
+        location { inventoryLevels(first: 250, query: $q) { nodes { item { sku } } } } }"""
+
+    def skus(search: str) -> list[str]:
+        found = shop.data(query, {"q": search})["location"]["inventoryLevels"]["nodes"]
+        return sorted(level["item"]["sku"] for level in found)
+
+    assert skus(f"inventory_item_id:{ids[0]} OR inventory_item_id:{ids[2]}") == sorted(
+        [levels[0]["item"]["sku"], levels[2]["item"]["sku"]]
+    )
+    assert skus(f"inventory_item_id:{ids[1]} updated_at:>'2999-01-01'") == []
+    assert skus("inventory_item_id:999999999999") == []
+
+
+def test_an_invalid_query_gets_the_same_errors_every_time(shop: Shop):
+    """GraphQL validation errors come back with `data` absent, for a query text the endpoint has
+    seen before just as the first time (the sandbox keeps parsed queries)."""
+    first, second = (_errors(shop, "{ shop { noSuchField } }") for _ in range(2))
+    assert first == second
+    assert "noSuchField" in first[0]["message"]
+
+
+def _errors(shop: Shop, query: str) -> list[dict]:
+    answer = httpx.post(
+        f"{shop.base}/admin/api/2026-04/graphql.json",
+        json={"query": query},
+        headers={"X-Shopify-Access-Token": DEFAULT_SHOPIFY_ACCESS_TOKEN},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert "data" not in body
+    return body["errors"]
+
+
 def _post(shop: Shop, version: str) -> httpx.Response:
     return httpx.post(
         f"{shop.base}/admin/api/{version}/graphql.json",

@@ -6,11 +6,12 @@ MAX_COST_EXCEEDED) and nothing executed; every answer carries `extensions.cost`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from graphql import GraphQLError, execute, get_operation_ast, parse, validate
+from graphql import DocumentNode, GraphQLError, execute, get_operation_ast, parse, validate
 
 from sandbox.shopify.graphql.bulk import FILES_PREFIX, BulkOperations
 from sandbox.shopify.graphql.context import Context
@@ -22,6 +23,19 @@ from sandbox.shopify.http import Request, Response, ShopifyError
 from sandbox.shopify.store import ShopStore
 
 RATE_LIMITS_DOC = "https://shopify.dev/api/usage/rate-limits"
+# Distinct query texts kept parsed and validated: a client sends the same few again and again.
+PREPARED_QUERIES = 256
+
+
+@functools.lru_cache(maxsize=PREPARED_QUERIES)
+def prepared(query: str) -> tuple[DocumentNode | None, list[dict[str, Any]]]:
+    """The query parsed and validated against the schema once per text (an AST is never
+    changed by execution): the document, or None with the errors to answer."""
+    try:
+        document = parse(query)
+    except GraphQLError as error:
+        return None, [error.formatted]
+    return document, [e.formatted for e in validate(SCHEMA, document)]
 
 
 class GraphQLEndpoint:
@@ -50,15 +64,13 @@ class GraphQLEndpoint:
         if not isinstance(variables, dict):
             raise ShopifyError(400, {"variables": "must be an object"})
         operation_name = body.get("operationName")
-        try:
-            document = parse(query)
-        except GraphQLError as error:
-            return Response(200, {"errors": [error.formatted]}, headers)
-        problems = validate(SCHEMA, document)
+        document, problems = prepared(query)
+        if document is None or problems:
+            return Response(200, {"errors": problems}, headers)
         operation = get_operation_ast(document, operation_name)
-        if problems or operation is None:
-            errors = problems or [GraphQLError("An operation name is required")]
-            return Response(200, {"errors": [e.formatted for e in errors]}, headers)
+        if operation is None:
+            error = GraphQLError("An operation name is required")
+            return Response(200, {"errors": [error.formatted]}, headers)
 
         cost = QueryCost(SCHEMA, document, operation, variables)
         requested = cost.requested()

@@ -40,6 +40,19 @@ def parse(query: str | None) -> list[list[Term]]:
     return [group for group in groups if group] or [[]]
 
 
+def required_values(groups: list[list[Term]], field: str) -> set[str] | None:
+    """The values `field` must equal for a resource to match, when every OR-group pins it
+    (`inventory_item_id:1 OR inventory_item_id:2`); None when some group leaves it open. Lets a
+    resolver look those resources up instead of testing every one."""
+    wanted: set[str] = set()
+    for group in groups:
+        pins = [t for t in group if t.field == field and t.comparator == "=" and not t.negated]
+        if not pins:
+            return None
+        wanted.add(pins[0].value)  # the other terms are checked on what is looked up
+    return wanted
+
+
 def matches(
     resource: Any,
     groups: list[list[Term]],

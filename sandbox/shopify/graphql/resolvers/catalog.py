@@ -161,7 +161,12 @@ def location_view(ctx: Context, location_id: int) -> dict[str, Any]:
     location = ctx.store.locations[location_id]
 
     def levels(info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
-        items = sorted(i for i, loc in ctx.store.levels if loc == location_id)
+        pinned = search.required_values(search.parse(args.get("query")), "inventory_item_id")
+        if pinned is None:
+            items = sorted(i for i, loc in ctx.store.levels if loc == location_id)
+        else:
+            ids = {int(v) for v in pinned if v.isdigit()}
+            items = sorted(i for i in ids if (i, location_id) in ctx.store.levels)
         found = _filter(ctx, [(i, location_id) for i in items], args.get("query"))
         return connection(
             [i for i, _ in found], lambda i: i, lambda i: level_view(ctx, i, location_id),
