@@ -23,11 +23,24 @@ reservation. Both are ordered per SKU (`sku:<SKU>`); core.shopify_sync moves the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Insert,
+    Integer,
+    Text,
+    bindparam,
+    case,
+    func,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -359,34 +372,12 @@ def expire_due(session: Session, now: datetime, limit: int = 100) -> list[str]:
 
 
 def _write_shopify_level(
-    session: Session, sku: str, available: int, updated_at: datetime, unless: ColumnElement[bool]
+    session: Session, statement: Insert, sku: str, available: int, updated_at: datetime
 ) -> bool:
-    """Store Shopify's available count for a SKU (creating the stock row if needed), except
-    over a stored row for which `unless` holds; True when written.
-
-    When Shopify is below what we hold and committed (another channel sold it),
-    `shortfall_since` records since when (the oldest time is kept); it clears once the level
-    covers us again."""
-    short_now = available - Stock.reserved - Stock.committed < 0
-    stmt = insert(Stock).values(
-        sku=sku,
-        shopify_available=available,
-        shopify_updated_at=updated_at,
-        shortfall_since=updated_at if available < 0 else None,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Stock.sku],
-        set_={
-            Stock.shopify_available: available,
-            Stock.shopify_updated_at: updated_at,
-            Stock.shortfall_since: case(
-                (short_now, func.coalesce(Stock.shortfall_since, updated_at)), else_=None
-            ),
-            Stock.updated_at: func.now(),
-        },
-        where=Stock.shopify_updated_at.is_(None) | ~unless,
-    ).returning(Stock.sku)
-    return session.execute(stmt).first() is not None
+    """Store Shopify's available count for a SKU with one of the `_LEVEL_WRITES` statements
+    (creating the stock row if needed); True when written."""
+    params = {"new_sku": sku, "new_available": available, "new_updated_at": updated_at}
+    return session.execute(statement, params).first() is not None
 
 
 def stale_level(
@@ -403,10 +394,59 @@ def stale_level(
     return (stored_at > updated_at) | ((stored_at == updated_at) & (stored <= available))
 
 
+def _level_write(unless: Callable[[Any, Any, Any, Any], ColumnElement[bool]]) -> Insert:
+    """Upsert a SKU's Shopify level (:new_sku, :new_available, :new_updated_at), except over a
+    stored row for which `unless(stored_at, stored, updated_at, available)` holds.
+
+    When Shopify is below what we hold and committed (another channel sold it),
+    `shortfall_since` records since when (the oldest time is kept); it clears once the level
+    covers us again. Built once per rule: a statement object keeps its compiled form, so a
+    call pays for execution only (levels arrive with every hold and webhook)."""
+    # Named apart from the columns: insert() reserves the column names for its own parameters.
+    sku = bindparam("new_sku", type_=Text)
+    available = bindparam("new_available", type_=Integer)
+    updated_at = bindparam("new_updated_at", type_=DateTime(timezone=True))
+    short_now = available - Stock.reserved - Stock.committed < 0
+    stmt = insert(Stock).values(
+        sku=sku,
+        shopify_available=available,
+        shopify_updated_at=updated_at,
+        shortfall_since=case((available < 0, updated_at), else_=null()),
+    )
+    return (
+        stmt.on_conflict_do_update(
+            index_elements=[Stock.sku],
+            set_={
+                Stock.shopify_available: available,
+                Stock.shopify_updated_at: updated_at,
+                Stock.shortfall_since: case(
+                    (short_now, func.coalesce(Stock.shortfall_since, updated_at)), else_=None
+                ),
+                Stock.updated_at: func.now(),
+            },
+            where=Stock.shopify_updated_at.is_(None)
+            | ~unless(Stock.shopify_updated_at, Stock.shopify_available, updated_at, available),
+        )
+        .returning(Stock.sku)
+        .execution_options(dml_strategy="raw")
+    )  # with parameters, not bulk
+
+
+# A level Shopify reported for one SKU: refused when stale (see `stale_level`).
+_WRITE_LEVEL = _level_write(stale_level)
+# A total summed over the selling locations: refused only when older (see apply_shopify_total).
+_WRITE_TOTAL = _level_write(lambda stored_at, stored, updated_at, available: stored_at > updated_at)
+_LOCK_STOCK = (
+    select(Stock.sku)
+    .where(Stock.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(Stock.sku)
+    .with_for_update()
+)
+
+
 def apply_shopify_level(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
     """Record one level Shopify reported for a SKU; False when it is stale (see `stale_level`)."""
-    unless = stale_level(Stock.shopify_updated_at, Stock.shopify_available, updated_at, available)
-    return _write_shopify_level(session, sku, available, updated_at, unless)
+    return _write_shopify_level(session, _WRITE_LEVEL, sku, available, updated_at)
 
 
 def apply_shopify_total(session: Session, sku: str, available: int, updated_at: datetime) -> bool:
@@ -416,20 +456,13 @@ def apply_shopify_total(session: Session, sku: str, available: int, updated_at: 
     because a late level of another location can change the sum without raising its newest
     time. The caller holds the stock row lock from before it summed (`lock_stock`), so
     concurrent totals cannot miss each other's levels."""
-    return _write_shopify_level(
-        session, sku, available, updated_at, Stock.shopify_updated_at > updated_at
-    )
+    return _write_shopify_level(session, _WRITE_TOTAL, sku, available, updated_at)
 
 
 def lock_stock(session: Session, skus: Iterable[str]) -> None:
     """Lock the SKUs' stock rows, in SKU order like every other stock write (missing rows are
     skipped: the write that follows creates them)."""
-    session.execute(
-        select(Stock.sku)
-        .where(Stock.sku.in_(sorted(set(skus))))
-        .order_by(Stock.sku)
-        .with_for_update()
-    )
+    session.execute(_LOCK_STOCK, {"skus": sorted(set(skus))})
 
 
 # ------------------------------------------------------------------------------------- reads

@@ -29,7 +29,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, select, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    exists,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -172,6 +185,57 @@ def _selling(locations: int | Sequence[int] | None) -> list[int]:
     return sorted(set(locations))
 
 
+def _record_levels_statement() -> Any:
+    """Upsert levels given as parallel arrays (:items, :locations, :availables, :updated_ats),
+    except over a stored level that the incoming one loses to (`inventory.stale_level`),
+    unless (:read_after) the incoming was read after the stored one was recorded in its
+    second; returns the pairs written. Built once: levels come with every hold and webhook."""
+    incoming_rows = select(
+        func.unnest(bindparam("items", type_=ARRAY(BigInteger))),
+        func.unnest(bindparam("locations", type_=ARRAY(BigInteger))),
+        func.unnest(bindparam("availables", type_=ARRAY(Integer))),
+        func.unnest(bindparam("updated_ats", type_=ARRAY(DateTime(timezone=True)))),
+    )
+    level = InventoryLevel
+    statement = insert(level).from_select(
+        [
+            level.shopify_inventory_item_id,
+            level.shopify_location_id,
+            level.available,
+            level.shopify_updated_at,
+        ],
+        incoming_rows,
+    )
+    incoming = statement.excluded
+    read_after = bindparam("read_after", type_=DateTime(timezone=True))
+    return (
+        statement.on_conflict_do_update(
+            index_elements=[level.shopify_inventory_item_id, level.shopify_location_id],
+            set_={
+                "available": incoming.available,
+                "shopify_updated_at": incoming.shopify_updated_at,
+                "synced_at": func.now(),
+            },
+            # A NULL :read_after makes the second clause NULL, i.e. not taken.
+            where=~inventory.stale_level(
+                level.shopify_updated_at,
+                level.available,
+                incoming.shopify_updated_at,
+                incoming.available,
+            )
+            | (
+                (level.shopify_updated_at == incoming.shopify_updated_at)
+                & (level.synced_at < read_after)
+            ),
+        )
+        .returning(level.shopify_inventory_item_id, level.shopify_location_id)
+        .execution_options(dml_strategy="raw")
+    )
+
+
+_RECORD_LEVELS = _record_levels_statement()
+
+
 def record_levels(
     session: Session, levels: Sequence[dict[str, Any]], read_after: datetime | None = None
 ) -> set[tuple[int, int]]:
@@ -197,44 +261,37 @@ def record_levels(
             winners[pair] = candidate
     if not winners:
         return set()
-    statement = insert(InventoryLevel).values(
-        [
-            {
-                "shopify_inventory_item_id": item,
-                "shopify_location_id": location,
-                "available": available,
-                "shopify_updated_at": updated_at,
-            }
-            for (item, location), (updated_at, available) in sorted(winners.items())
-        ]
-    )
-    incoming = statement.excluded
-    rows = session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[
-                InventoryLevel.shopify_inventory_item_id,
-                InventoryLevel.shopify_location_id,
-            ],
-            set_={
-                "available": incoming.available,
-                "shopify_updated_at": incoming.shopify_updated_at,
-                "synced_at": func.now(),
-            },
-            where=~inventory.stale_level(
-                InventoryLevel.shopify_updated_at,
-                InventoryLevel.available,
-                incoming.shopify_updated_at,
-                incoming.available,
-            )
-            | (
-                (InventoryLevel.shopify_updated_at == incoming.shopify_updated_at)
-                & (InventoryLevel.synced_at < read_after)
-                if read_after is not None
-                else False
-            ),
-        ).returning(InventoryLevel.shopify_inventory_item_id, InventoryLevel.shopify_location_id)
-    ).all()
+    pairs = sorted(winners.items())
+    params = {
+        "items": [item for (item, _), _ in pairs],
+        "locations": [location for (_, location), _ in pairs],
+        "availables": [available for _, (_, available) in pairs],
+        "updated_ats": [updated_at for _, (updated_at, _) in pairs],
+        "read_after": read_after,
+    }
+    rows = session.execute(_RECORD_LEVELS, params).all()
     return {(int(item), int(location)) for item, location in rows}
+
+
+_TOTALS = (
+    select(
+        Variant.sku,
+        func.sum(InventoryLevel.available),
+        func.max(InventoryLevel.shopify_updated_at),
+    )
+    .join(
+        InventoryLevel,
+        InventoryLevel.shopify_inventory_item_id == Variant.shopify_inventory_item_id,
+    )
+    .where(
+        Variant.sku.in_(bindparam("skus", expanding=True)),
+        InventoryLevel.shopify_location_id.in_(bindparam("locations", expanding=True)),
+    )
+    .group_by(Variant.sku)
+)
+_SKU_OF_ITEMS = select(Variant.shopify_inventory_item_id, Variant.sku).where(
+    Variant.shopify_inventory_item_id.in_(bindparam("items", expanding=True))
+)
 
 
 def totals_by_sku(
@@ -243,19 +300,7 @@ def totals_by_sku(
     """Shopify's stock per SKU over the selling locations as our projection counts it (its
     available units plus our live holds it has in `reserved`, see `mirrored_holds`), with the
     newest updated_at (SKUs with no level at those locations are left out)."""
-    rows = session.execute(
-        select(
-            Variant.sku,
-            func.sum(InventoryLevel.available),
-            func.max(InventoryLevel.shopify_updated_at),
-        )
-        .join(
-            InventoryLevel,
-            InventoryLevel.shopify_inventory_item_id == Variant.shopify_inventory_item_id,
-        )
-        .where(Variant.sku.in_(list(skus)), InventoryLevel.shopify_location_id.in_(locations))
-        .group_by(Variant.sku)
-    ).all()
+    rows = session.execute(_TOTALS, {"skus": list(skus), "locations": list(locations)}).all()
     held = mirrored_holds(session, [sku for sku, _, _ in rows])
     return {sku: (int(total) + held.get(sku, 0), at) for sku, total, at in rows}
 
@@ -274,13 +319,7 @@ def apply_levels(
     transactions recording levels of one SKU at different locations cannot sum without each
     other's level."""
     items = sorted({int(level["inventory_item_id"]) for level in levels})
-    sku_of = dict(
-        session.execute(
-            select(Variant.shopify_inventory_item_id, Variant.sku).where(
-                Variant.shopify_inventory_item_id.in_(items)
-            )
-        ).all()
-    )
+    sku_of = dict(session.execute(_SKU_OF_ITEMS, {"items": items}).all())
     inventory.lock_stock(session, sku_of.values())
 
     new: dict[str, datetime] = {}
@@ -773,31 +812,35 @@ def hold_key(reservation_id: str, direction: str) -> str:
     return f"dotshop-hold-{reservation_id}-{direction}"
 
 
+def _hold_event(*kinds: str) -> Any:
+    return exists().where(
+        OrderEvent.order_id == Reservation.order_id,
+        OrderEvent.kind.in_(kinds),
+        OrderEvent.data["reservation_id"].astext == Reservation.id,
+    )
+
+
+# Built once (see mirrored_holds): every hold and every level webhook sums these.
+_MIRRORED_HOLDS = (
+    select(Reservation.sku, func.sum(Reservation.quantity))
+    .where(
+        and_(
+            Reservation.sku.in_(bindparam("skus", expanding=True)),
+            Reservation.status.in_(LIVE),
+            _hold_event(HOLD_PLACED),
+            ~_hold_event(HOLD_LIFTED, HOLD_REFUSED),
+        )
+    )
+    .group_by(Reservation.sku)
+)
+
+
 def mirrored_holds(conn: Session | Connection, skus: Sequence[str]) -> dict[str, int]:
     """Units per SKU of our live reservations that sit in Shopify's `reserved`: placed there and
     not lifted. A hold counts from when its move is recorded and stops counting as soon as it
     ends here, before its units are back in `available`: in between, Shopify's available is
     the lower of the two, so our projection errs towards selling less, never more."""
-
-    def event(*kinds: str) -> Any:
-        return exists().where(
-            OrderEvent.order_id == Reservation.order_id,
-            OrderEvent.kind.in_(kinds),
-            OrderEvent.data["reservation_id"].astext == Reservation.id,
-        )
-
-    rows = conn.execute(
-        select(Reservation.sku, func.sum(Reservation.quantity))
-        .where(
-            and_(
-                Reservation.sku.in_(list(skus)),
-                Reservation.status.in_(LIVE),
-                event(HOLD_PLACED),
-                ~event(HOLD_LIFTED, HOLD_REFUSED),
-            )
-        )
-        .group_by(Reservation.sku)
-    ).all()
+    rows = conn.execute(_MIRRORED_HOLDS, {"skus": list(skus)}).all()
     return {sku: int(units) for sku, units in rows}
 
 
