@@ -24,6 +24,7 @@ makes the message claimable again; if that attempt was the last allowed, the mes
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -33,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -216,19 +217,33 @@ def _unbroken_runs(rows: list[Any]) -> list[Any]:
     return kept
 
 
-def _fenced(claim: _Claim) -> Any:
-    """Only while the message is pending and still leased by us."""
+@functools.cache
+def _fenced_update(columns: tuple[str, ...]) -> Any:
+    """UPDATE of these columns (parameters `set_<column>`) of one message, only while it is
+    pending and still leased by us (`fence_id`, `fence_lease`). Built once per column set:
+    the relay writes two of these per message."""
     return (
-        (_table.c.id == claim.message.id)
-        & (_table.c.status == "pending")
-        & (_table.c.locked_until == claim.lease)
+        update(_table)
+        .where(
+            (_table.c.id == bindparam("fence_id"))
+            & (_table.c.status == "pending")
+            & (_table.c.locked_until == bindparam("fence_lease"))
+        )
+        .values({column: bindparam(f"set_{column}") for column in columns})
     )
+
+
+def _fenced_write(conn: Connection, claim: _Claim, **values: Any) -> int:
+    """Write `values` on the claimed message if the lease is still ours; rows written (0/1)."""
+    params = {f"set_{column}": value for column, value in values.items()}
+    params |= {"fence_id": claim.message.id, "fence_lease": claim.lease}
+    return conn.execute(_fenced_update(tuple(values)), params).rowcount
 
 
 def _release(engine: Engine, claims: list[_Claim]) -> None:
     with engine.begin() as conn:
         for claim in claims:
-            conn.execute(update(_table).where(_fenced(claim)).values(locked_until=None))
+            _fenced_write(conn, claim, locked_until=None)
 
 
 def _deliver(
@@ -243,9 +258,7 @@ def _deliver(
     message = claim.message
     attempts = message.attempts + 1
     with engine.begin() as conn:
-        counted = conn.execute(
-            update(_table).where(_fenced(claim)).values(attempts=attempts)
-        ).rowcount
+        counted = _fenced_write(conn, claim, attempts=attempts)
     if not counted:
         log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="before_handler")
         return False
@@ -263,9 +276,7 @@ def _deliver(
     OUTBOX_DELIVERY_DURATION.labels(message.topic).observe(time.perf_counter() - started)
     OUTBOX_DELIVERIES.labels(message.topic, values.get("status", "retry")).inc()
     with engine.begin() as conn:
-        recorded = conn.execute(
-            update(_table).where(_fenced(claim)).values(locked_until=None, **values)
-        ).rowcount
+        recorded = _fenced_write(conn, claim, locked_until=None, **values)
     if not recorded:
         # Another relay took the message over; it will record its own attempt.
         log.warning("outbox.lease_lost", outbox_id=message.public_id, stage="after_handler")

@@ -43,7 +43,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
 from core import catalog, cursors, inbox, inventory, orders, refunds, revalidate, sync_lag
@@ -844,6 +844,37 @@ def mirrored_holds(conn: Session | Connection, skus: Sequence[str]) -> dict[str,
     return {sku: int(units) for sku, units in rows}
 
 
+# -- hold_state --
+# What a move needs to know, in one round trip: the reservation's placed event (its data) and
+# whether it has one of the :ended kinds, the reservation's status, the SKU's inventory item,
+# and our database's clock before the move (it stamps the levels read after it, `synced_at`).
+_HOLD_STATE = text(
+    """
+    SELECT (SELECT data FROM order_event
+             WHERE order_id = :order_id AND kind = :placed
+               AND data ->> 'reservation_id' = :reservation_id
+             LIMIT 1) AS placed,
+           EXISTS (SELECT FROM order_event
+                    WHERE order_id = :order_id AND kind = ANY(:ended)
+                      AND data ->> 'reservation_id' = :reservation_id) AS ended,
+           (SELECT status FROM reservation WHERE id = :reservation_id) AS status,
+           (SELECT shopify_inventory_item_id FROM variant WHERE sku = :sku) AS item,
+           clock_timestamp() AS started
+    """
+)
+# -- record_hold_event --
+# The move on the order's timeline, once (a retry that finds it recorded adds nothing).
+_RECORD_HOLD_EVENT = text(
+    """
+    INSERT INTO order_event (order_id, kind, data)
+    SELECT :order_id, :kind, :data
+     WHERE NOT EXISTS (SELECT FROM order_event
+                        WHERE order_id = :order_id AND kind = :kind
+                          AND data ->> 'reservation_id' = :reservation_id)
+    """
+).bindparams(bindparam("data", type_=JSONB))
+
+
 class HoldMirror:
     """The outbox handlers of `shopify.hold` and `shopify.unhold` (core.inventory queues them,
     ordered per SKU): a reservation's units move from `available` to `reserved` in Shopify, so
@@ -869,47 +900,39 @@ class HoldMirror:
         handlers.register(inventory.SHOPIFY_UNHOLD, self.unhold)
 
     def hold(self, message: Message) -> None:
-        order_id, rid = message.payload["order_id"], message.payload["reservation_id"]
-        with transaction(self.engine) as session:
-            if orders.has_event(session, order_id, (HOLD_PLACED, HOLD_REFUSED), reservation_id=rid):
-                return
-            status = session.scalar(select(Reservation.status).where(Reservation.id == rid))
-            item = self._item(session, message.payload["sku"])
-            started = self._now(session)
+        payload = message.payload
+        state = self._state(payload, ended=[HOLD_REFUSED])
+        if state.placed is not None or state.ended:
+            return
         # A first attempt can skip a hold that already ended: no earlier attempt can have moved
         # it (the relay counts an attempt before running it), and its unhold finds nothing.
-        if item is None or (message.attempts == 0 and status not in LIVE):
-            log.info("shopify.hold_skipped", reservation_id=rid, status=status)
+        if state.item is None or (message.attempts == 0 and state.status not in LIVE):
+            log.info(
+                "shopify.hold_skipped", reservation_id=payload["reservation_id"],
+                status=state.status,
+            )  # fmt: skip
             return
-        self._move(message.payload, item, self.locations[0], "place", started)
+        self._move(payload, state.item, self.locations[0], "place", state.started)
 
     def unhold(self, message: Message) -> None:
-        order_id, rid = message.payload["order_id"], message.payload["reservation_id"]
-        with transaction(self.engine) as session:
-            placed = session.scalar(
-                select(OrderEvent.data).where(
-                    OrderEvent.order_id == order_id,
-                    OrderEvent.kind == HOLD_PLACED,
-                    OrderEvent.data["reservation_id"].astext == rid,
-                )
-            )
-            if placed is None or orders.has_event(
-                session, order_id, (HOLD_LIFTED, HOLD_REFUSED), reservation_id=rid
-            ):
-                return
-            item = self._item(session, message.payload["sku"])
-            started = self._now(session)
-        if item is not None:
-            self._move(message.payload, item, int(placed["location_id"]), "lift", started)
+        state = self._state(message.payload, ended=[HOLD_LIFTED, HOLD_REFUSED])
+        if state.placed is None or state.ended or state.item is None:
+            return
+        location = int(state.placed["location_id"])
+        self._move(message.payload, state.item, location, "lift", state.started)
 
-    @staticmethod
-    def _now(session: Session) -> datetime:
-        """Our database's clock, which stamps every level we record (`synced_at`)."""
-        return session.scalar(select(func.clock_timestamp()))
-
-    @staticmethod
-    def _item(session: Session, sku: str) -> int | None:
-        return session.scalar(select(Variant.shopify_inventory_item_id).where(Variant.sku == sku))
+    def _state(self, payload: dict[str, Any], ended: list[str]) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                _HOLD_STATE,
+                {
+                    "order_id": payload["order_id"],
+                    "reservation_id": payload["reservation_id"],
+                    "sku": payload["sku"],
+                    "placed": HOLD_PLACED,
+                    "ended": ended,
+                },
+            ).one()
 
     def _move(
         self, payload: dict[str, Any], item: int, location: int, direction: str, started: datetime
@@ -951,14 +974,13 @@ class HoldMirror:
             return
         levels = self.gateway.inventory_levels([item], self.locations)
         done = HOLD_PLACED if direction == "place" else HOLD_LIFTED
+        event = {"reservation_id": rid, "sku": sku, "quantity": quantity, "location_id": location}
         with transaction(self.engine) as session:
             inventory.lock_stock(session, [sku])
-            if not orders.has_event(session, order_id, (done,), reservation_id=rid):
-                orders.add_event(
-                    session, order_id, done,
-                    {"reservation_id": rid, "sku": sku, "quantity": quantity,
-                     "location_id": location},
-                )  # fmt: skip
+            session.execute(
+                _RECORD_HOLD_EVENT,
+                {"order_id": order_id, "kind": done, "reservation_id": rid, "data": event},
+            )
             apply_levels(session, levels, self.locations, started)
 
 
