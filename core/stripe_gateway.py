@@ -5,6 +5,7 @@ own ids, so a retried call can never create a second PaymentIntent, capture or r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +122,18 @@ class StripeGateway:
         if require_sca:
             # EU: strong customer authentication (PSD2) — ask for 3-D Secure on every card.
             params["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
-        pi = self._call(self.client.v1.payment_intents.create, params, f"dotshop-pi-{order_id}")
-        return _ref(pi)
+        # The checkout's hot path asks the SDK for the raw answer: the same request (retries,
+        # idempotency key, errors raised as StripeError), without building the whole typed
+        # PaymentIntent to read five of its fields (~0.6 ms of CPU per checkout).
+        answer = self._call(
+            lambda p, o: self.client.raw_request("post", "/v1/payment_intents", **p, **o),
+            params,
+            f"dotshop-pi-{order_id}",
+        )
+        pi = json.loads(answer.body)
+        return PaymentIntentRef(
+            pi["id"], pi["client_secret"], pi["status"], pi["amount"], pi["currency"]
+        )
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentRef:
         return _ref(
