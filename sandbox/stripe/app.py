@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import secrets
 from typing import Any
+
+import orjson
 
 from sandbox.asgi import read_body
 from sandbox.faults import CONTROL_PREFIX, FaultMiddleware, Faults
@@ -30,7 +31,7 @@ Headers = dict[str, str]
 
 
 def _json(body: Any) -> bytes:
-    return json.dumps(body, indent=2).encode()
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
 
 async def respond(send: Any, status: int, body: bytes, headers: Headers) -> None:

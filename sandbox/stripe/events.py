@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from typing import Any
+
+import orjson
 
 from sandbox.stripe.errors import ApiError
 from sandbox.stripe.state import Clock, Store, new_id, render
@@ -112,7 +113,7 @@ class Events:
         return len(endpoints)
 
     def _deliver(self, event: dict[str, Any], endpoint: dict[str, Any]) -> None:
-        body = json.dumps(event, indent=2).encode()
+        body = orjson.dumps(event, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
         secret = endpoint["_secret"]
 
         def sign(payload: bytes) -> dict[str, str]:

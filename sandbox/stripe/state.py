@@ -32,7 +32,12 @@ TABLES = tuple(table for table, _ in KINDS.values())
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+    # One read of the system's random source per id (secrets.choice made one per character,
+    # a tenth of the sandbox's CPU per PaymentIntent); the modulo's bias is under 1 % a
+    # character, which a stand-in's ids can afford.
+    return f"{prefix}_" + "".join(
+        _ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(ID_LENGTH)
+    )
 
 
 class Clock:
