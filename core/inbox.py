@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -39,32 +39,51 @@ class InboxEvent:
     received_at: datetime | None = None
 
 
+_inbox = WebhookInbox.__table__
+# Built once (Core, on the table): every webhook runs both, a hold's level webhook included.
+_ACCEPT = (
+    insert(_inbox)
+    .values(
+        provider=bindparam("new_provider"),
+        event_id=bindparam("new_event_id"),
+        event_type=bindparam("new_event_type"),
+        payload=bindparam("new_payload", type_=_inbox.c.payload.type),
+    )
+    .on_conflict_do_nothing(constraint="uq_webhook_inbox_provider_event")
+    .returning(_inbox.c.id)
+)
+
+
+def _mark_statement(processed: bool) -> Any:
+    return (
+        update(_inbox)
+        .where(_inbox.c.id == bindparam("inbox_id"))
+        .values(
+            status=bindparam("new_status"),
+            error=bindparam("new_error"),
+            attempts=_inbox.c.attempts + 1,
+            processed_at=func.now() if processed else None,
+        )
+    )
+
+
+_MARK = {True: _mark_statement(processed=True), False: _mark_statement(processed=False)}
+
+
 def accept(
     session: Session, *, provider: str, event_id: str, event_type: str, payload: dict[str, Any]
 ) -> InboxEvent | None:
     """Store a new event; None when this (provider, event_id) was accepted before."""
-    row = session.execute(
-        insert(WebhookInbox)
-        .values(provider=provider, event_id=event_id, event_type=event_type, payload=payload)
-        .on_conflict_do_nothing(constraint="uq_webhook_inbox_provider_event")
-        .returning(WebhookInbox.id)
-    ).scalar_one_or_none()
+    params = {"new_provider": provider, "new_event_id": event_id, "new_event_type": event_type}
+    row = session.execute(_ACCEPT, params | {"new_payload": payload}).scalar_one_or_none()
     if row is None:
         return None
     return InboxEvent(row, provider, event_id, event_type, payload, RECEIVED, None)
 
 
 def mark(session: Session, inbox_id: int, status: str, error: str | None = None) -> None:
-    session.execute(
-        update(WebhookInbox)
-        .where(WebhookInbox.id == inbox_id)
-        .values(
-            status=status,
-            error=error,
-            attempts=WebhookInbox.attempts + 1,
-            processed_at=func.now() if status == PROCESSED else None,
-        )
-    )
+    params = {"inbox_id": inbox_id, "new_status": status, "new_error": error}
+    session.execute(_MARK[status == PROCESSED], params)
 
 
 def flagged(
