@@ -374,7 +374,7 @@ def expire_due(session: Session, now: datetime, limit: int = 100) -> list[str]:
 def _write_shopify_level(
     session: Session, statement: Insert, sku: str, available: int, updated_at: datetime
 ) -> bool:
-    """Store Shopify's available count for a SKU with one of the `_LEVEL_WRITES` statements
+    """Store Shopify's available count for a SKU with `_WRITE_LEVEL` or `_WRITE_TOTAL`
     (creating the stock row if needed); True when written."""
     params = {"new_sku": sku, "new_available": available, "new_updated_at": updated_at}
     return session.execute(statement, params).first() is not None
@@ -428,8 +428,9 @@ def _level_write(unless: Callable[[Any, Any, Any, Any], ColumnElement[bool]]) ->
             | ~unless(Stock.shopify_updated_at, Stock.shopify_available, updated_at, available),
         )
         .returning(Stock.sku)
+        # Executed with parameters: as one statement, not as the ORM's bulk insert.
         .execution_options(dml_strategy="raw")
-    )  # with parameters, not bulk
+    )
 
 
 # A level Shopify reported for one SKU: refused when stale (see `stale_level`).

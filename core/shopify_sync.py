@@ -229,6 +229,7 @@ def _record_levels_statement() -> Any:
             ),
         )
         .returning(level.shopify_inventory_item_id, level.shopify_location_id)
+        # Executed with parameters: as one statement, not as the ORM's bulk insert.
         .execution_options(dml_strategy="raw")
     )
 
@@ -907,10 +908,8 @@ class HoldMirror:
         # A first attempt can skip a hold that already ended: no earlier attempt can have moved
         # it (the relay counts an attempt before running it), and its unhold finds nothing.
         if state.item is None or (message.attempts == 0 and state.status not in LIVE):
-            log.info(
-                "shopify.hold_skipped", reservation_id=payload["reservation_id"],
-                status=state.status,
-            )  # fmt: skip
+            rid = payload["reservation_id"]
+            log.info("shopify.hold_skipped", reservation_id=rid, status=state.status)
             return
         self._move(payload, state.item, self.locations[0], "place", state.started)
 
