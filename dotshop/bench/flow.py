@@ -248,11 +248,14 @@ def run_open(
     with flows.watcher:
         for t in threads:
             t.start()
-        wall, start = datetime.now(UTC), time.perf_counter() + 0.2
+        # Flow n falls due n / rate seconds after a start 0.2 s from now (the shoppers are up);
+        # its due time on the wall clock is the same offset from `wall` as `at` from `clock`.
+        wall, clock = datetime.now(UTC), time.perf_counter()
+        start = clock + 0.2
         for n in range(total):
             at = start + n / rate
             time.sleep(max(0.0, at - time.perf_counter()))
-            due.put((n, wall + timedelta(seconds=at - start + 0.2)))
+            due.put((n, wall + timedelta(seconds=at - clock)))
         for _ in threads:
             due.put(None)
         for t in threads:
