@@ -43,7 +43,10 @@ class PaymentIntentRef:
 
 
 def _ref(pi: Any) -> PaymentIntentRef:
-    return PaymentIntentRef(pi.id, pi.client_secret, pi.status, pi.amount, pi.currency)
+    """From a PaymentIntent: the SDK's typed object or its JSON (both read by key)."""
+    return PaymentIntentRef(
+        pi["id"], pi["client_secret"], pi["status"], pi["amount"], pi["currency"]
+    )
 
 
 def _translate(exc: stripe.StripeError) -> DotshopError:
@@ -130,10 +133,7 @@ class StripeGateway:
             params,
             f"dotshop-pi-{order_id}",
         )
-        pi = json.loads(answer.body)
-        return PaymentIntentRef(
-            pi["id"], pi["client_secret"], pi["status"], pi["amount"], pi["currency"]
-        )
+        return _ref(json.loads(answer.body))
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentRef:
         return _ref(
