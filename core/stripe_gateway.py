@@ -20,6 +20,7 @@ from core.errors import (
 )
 from core.logs import get_logger
 from core.settings import Settings
+from core.stripe_http import Urllib3Client
 
 log = get_logger("core.stripe_gateway")
 
@@ -82,7 +83,7 @@ class StripeGateway:
             api_key,
             base_addresses={"api": api_base},
             max_network_retries=max_network_retries,
-            http_client=stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True),
+            http_client=Urllib3Client(timeout),
         )
 
     @classmethod
