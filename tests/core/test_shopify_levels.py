@@ -78,6 +78,32 @@ def test_a_late_level_of_the_same_second_does_not_raise_stock(
     assert recorded == 9
 
 
+def test_a_level_webhook_that_brings_nothing_new_takes_no_stock_lock(
+    shop: Shop, clean_engine: Engine
+) -> None:
+    """Shopify sends a level webhook for every move, our own holds' included, and the relay
+    has usually recorded that level first: a webhook whose level we hold (or that loses to
+    ours) is answered from one read. It must not queue behind the checkouts holding the SKU's
+    stock row: with the row locked elsewhere, the old path's lock fails on `lock_timeout`."""
+    shopify_sync.load_catalog(clean_engine, shop.gateway(), [1])
+    item = item_of(clean_engine, SKU)
+    t1 = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    assert webhook(clean_engine, level_payload(item, 9, t1.isoformat()), locations=[1]) == (
+        "applied"
+    )
+    with clean_engine.connect() as checkout:
+        checkout.execute(text("SELECT FROM stock WHERE sku = :sku FOR UPDATE"), {"sku": SKU})
+        for available, at in ((9, t1), (10, t1), (20, t1 - timedelta(seconds=1))):
+            payload = level_payload(item, available, at.isoformat())
+            assert webhook(clean_engine, payload, locations=[1]) == "stale"
+        checkout.rollback()
+    assert stock(clean_engine, SKU)[0] == 9
+    # A newer level still takes the lock and moves the stock.
+    newer = level_payload(item, 7, (t1 + timedelta(seconds=1)).isoformat())
+    assert webhook(clean_engine, newer, locations=[1]) == "applied"
+    assert stock(clean_engine, SKU)[0] == 7
+
+
 def test_only_the_selling_locations_make_our_stock(shop: Shop, clean_engine: Engine) -> None:
     """A level at a location that does not sell online is recorded but moves no stock; with
     both locations selling, the full sync, webhooks and the push acknowledgement all use the
