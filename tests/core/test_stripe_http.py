@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from core.errors import ProviderUnavailable
-from core.stripe_gateway import StripeGateway
+from core.stripe_gateway import PaymentIntentRef, StripeGateway
 from sandbox.options import DEFAULT_STRIPE_API_KEY
 from tests.processes import free_port
 from tests.sandbox.stripe_support import Control
@@ -71,6 +71,17 @@ def losing_first_responses(upstream: str, lose: int) -> Iterator[str]:
         listener.close()
 
 
+def _create(gateway: StripeGateway, order_id: str, amount: int) -> PaymentIntentRef:
+    return gateway.create_payment_intent(
+        order_id=order_id,
+        amount=amount,
+        currency="usd",
+        email=f"{order_id}@example.com",
+        payment_method_types=["card"],
+        require_sca=False,
+    )
+
+
 def test_a_response_lost_on_the_wire_is_retried_with_its_key_and_makes_one_payment_intent(
     stripe_base: str,
 ) -> None:
@@ -80,14 +91,7 @@ def test_a_response_lost_on_the_wire_is_retried_with_its_key_and_makes_one_payme
     control.reset()
     with losing_first_responses(stripe_base, lose=1) as proxy:
         gateway = StripeGateway(DEFAULT_STRIPE_API_KEY, proxy, timeout=5, max_network_retries=2)
-        pi = gateway.create_payment_intent(
-            order_id="ord_wire",
-            amount=1200,
-            currency="usd",
-            email="wire@example.com",
-            payment_method_types=["card"],
-            require_sca=False,
-        )
+        pi = _create(gateway, "ord_wire", 1200)
     state = control.state()
     assert state["counts"]["payment_intents"] == 1
     assert state["payment_intents"][0]["id"] == pi.id and pi.amount == 1200
@@ -98,11 +102,4 @@ def test_an_unreachable_stripe_is_an_outage_after_the_sdk_retries() -> None:
         DEFAULT_STRIPE_API_KEY, f"http://127.0.0.1:{free_port()}", timeout=2, max_network_retries=1
     )
     with pytest.raises(ProviderUnavailable):
-        gateway.create_payment_intent(
-            order_id="ord_down",
-            amount=100,
-            currency="usd",
-            email="down@example.com",
-            payment_method_types=["card"],
-            require_sca=False,
-        )
+        _create(gateway, "ord_down", 100)
