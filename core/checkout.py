@@ -10,10 +10,12 @@ comes back is covered by core.completer, which runs the same `resume_steps`. Fin
 answers (409 insufficient stock, 404 unknown SKU) are stored responses too, replayed byte for
 byte.
 
-The hot path costs three round trips to PostgreSQL (issue 10; tests/checkout_api/
-test_round_trips.py): `idempotency.begin` inserts the key, phase 1 is one server-side function
-(`dotshop_checkout_reserve`, migration 0005) that holds the hot stock row only while it runs,
-and the PaymentIntent is recorded by one statement. The key's state carries what the later
+A checkout with a new key costs two round trips to PostgreSQL (issue 10; tests/checkout_api/
+test_round_trips.py): one server-side function inserts the key and runs phase 1
+(`dotshop_checkout_begin`, migration 0010, around `dotshop_checkout_reserve`), holding the hot
+stock row only while it runs, and the PaymentIntent is recorded by one statement. A key that
+exists already takes the general path (`idempotency.begin`, then the steps from its recovery
+point). The key's state carries what the later
 steps need (email, region, lines), so none of them reads the order back.
 """
 
@@ -44,6 +46,7 @@ from core.idempotency import (
     Answer,
     External,
     KeyRecord,
+    NewKey,
     OneStatement,
     Outcome,
     RecoveryPoint,
@@ -116,8 +119,16 @@ def _line_dicts(session: Session, order_id: str) -> list[dict[str, Any]]:
     return [{"sku": ln.sku, "quantity": ln.quantity} for ln in orders.lines(session, order_id)]
 
 
+_PHASE_ONE_TYPES = (
+    bindparam("state", type_=JSONB),
+    bindparam("shipping_address", type_=JSONB),
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+    bindparam("reservation_ids", type_=ARRAY(Text)),
+)
 # -- checkout_reserve --
-# Phase 1 in one round trip: see dotshop_checkout_reserve in migration 0005.
+# Phase 1 in one round trip on a key already inserted: see dotshop_checkout_reserve in
+# migration 0009.
 _RESERVE = text(
     """
     SELECT outcome, amount, unknown_skus
@@ -125,13 +136,19 @@ _RESERVE = text(
              :key_id, :locked_at, :state, :order_id, :checkout_id, :region, :currency, :email,
              :shipping_address, :expires_at, :skus, :quantities, :reservation_ids)
     """
-).bindparams(
-    bindparam("state", type_=JSONB),
-    bindparam("shipping_address", type_=JSONB),
-    bindparam("skus", type_=ARRAY(Text)),
-    bindparam("quantities", type_=ARRAY(Integer)),
-    bindparam("reservation_ids", type_=ARRAY(Text)),
-)
+).bindparams(*_PHASE_ONE_TYPES)
+# -- checkout_begin --
+# A new key and phase 1 in one round trip: see dotshop_checkout_begin in migration 0010.
+_BEGIN = text(
+    """
+    SELECT outcome, amount, unknown_skus, request_fingerprint, request_method, request_path,
+           recovery_point, response_status, response_body, expires_at
+      FROM dotshop_checkout_begin(
+             :key_id, :scope, :key, :method, :path, :fingerprint, :now, :key_expires_at,
+             :state, :order_id, :checkout_id, :region, :currency, :email,
+             :shipping_address, :expires_at, :skus, :quantities, :reservation_ids)
+    """
+).bindparams(*_PHASE_ONE_TYPES)
 
 
 def _reserve_and_create(
@@ -143,6 +160,29 @@ def _reserve_and_create(
 ) -> Outcome | None:
     """started -> order_created: price the lines in this region's currency, create the order
     and hold its stock, in one statement. The only phase that needs the request itself."""
+    return _phase_one(settings, request, now, conn, key, None)
+
+
+def _begin_and_reserve(
+    settings: Settings,
+    request: CheckoutRequest,
+    now: Callable[[], datetime],
+    conn: Connection,
+    new: NewKey,
+) -> Outcome | Answer | None:
+    """The key, when new, and phase 1 in one statement (`idempotency.run_new`). A key that
+    exists already gets what `idempotency.known_answer` makes of it, nothing written."""
+    return _phase_one(settings, request, now, conn, new.record(), new)
+
+
+def _phase_one(
+    settings: Settings,
+    request: CheckoutRequest,
+    now: Callable[[], datetime],
+    conn: Connection,
+    key: KeyRecord,
+    new: NewKey | None,
+) -> Outcome | Answer | None:
     lines = inventory.merge_lines(request.lines)
     expires_at = now() + timedelta(seconds=settings.reservation_ttl)
     state = {
@@ -167,7 +207,10 @@ def _reserve_and_create(
     }
     params |= {k: state[k] for k in ("order_id", "checkout_id", "region", "currency", "email")}
     try:
-        row = conn.execute(_RESERVE, params).one()
+        if new is None:
+            row = conn.execute(_RESERVE, params).one()
+        else:
+            row = conn.execute(_BEGIN, params | new.params()).one()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_STOCK_SQLSTATE:
             raise
@@ -175,7 +218,13 @@ def _reserve_and_create(
         detail = json.loads(exc.orig.diag.message_detail)  # type: ignore[union-attr]
         # jsonb orders keys its own way; the answer keeps ours.
         short = [{k: line[k] for k in ("sku", "requested", "available")} for line in detail]
-        return idempotency.finish_in_one(conn, key, error_response(InsufficientStock(skus=short)))
+        refused = error_response(InsufficientStock(skus=short))
+        if new is not None:
+            # The error rolled the new key back with everything else: store it finished.
+            return idempotency.insert_finished(conn, new, refused)
+        return idempotency.finish_in_one(conn, key, refused)
+    if row.outcome == "key_exists":
+        return idempotency.known_answer(row, new)  # type: ignore[arg-type]
     if row.outcome == "key_lost":
         return None
     if row.outcome == "unknown_sku":
@@ -309,6 +358,15 @@ def create_checkout(
     request: CheckoutRequest,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Answer:
+    new = idempotency.new_key(
+        scope=CHECKOUT_SCOPE, key=idempotency_key, path=CHECKOUT_PATH, body=body
+    )
+    steps = resume_steps(engine, gateway)
+    first = partial(_begin_and_reserve, settings, request, now)
+    answer = idempotency.run_new(engine, new, first, steps)
+    if answer is not None:
+        return answer
+    # The key exists: its stored answer, 409 while another request holds it, or a resumption.
     begun = idempotency.begin(
         engine,
         scope=CHECKOUT_SCOPE,
@@ -324,7 +382,7 @@ def create_checkout(
         begun,
         {
             idempotency.STARTED: OneStatement(partial(_reserve_and_create, settings, request, now)),
-            **resume_steps(engine, gateway),
+            **steps,
         },
     )
 

@@ -267,6 +267,54 @@ def _record(row: Any) -> KeyRecord:
 # -------------------------------------------------------------------------------------- begin
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A key as this request would insert it: new, locked by this request (`now` is the lock
+    token), its first phase still to run. `run_new` inserts it together with that phase."""
+
+    id: str
+    scope: str
+    key: str
+    method: str
+    path: str
+    fingerprint: str
+    now: datetime
+
+    def params(self) -> dict[str, Any]:
+        """The key's columns, as the statement that inserts it takes them."""
+        return {
+            "key_id": self.id,
+            "scope": self.scope,
+            "key": self.key,
+            "method": self.method,
+            "path": self.path,
+            "fingerprint": self.fingerprint,
+            "now": self.now,
+            "key_expires_at": self.now + KEY_TTL,
+        }
+
+    def record(self) -> KeyRecord:
+        return KeyRecord(self.id, self.scope, self.key, STARTED, {}, self.now)
+
+
+def new_key(
+    *,
+    scope: str,
+    key: str,
+    path: str,
+    body: bytes,
+    method: str = "POST",
+    now: datetime | None = None,
+) -> NewKey:
+    """Validate the client's key and make the record of its first use by this request. Raises
+    IdempotencyKeyInvalid."""
+    validate_key(key)
+    if len(scope) > 100:
+        raise ValueError("idempotency scope longer than 100 characters")
+    fp = fingerprint(method, path, body)
+    return NewKey(new_id("idk"), scope, key, method.upper(), path, fp, now or _utcnow())
+
+
 def begin(
     engine: Engine,
     *,
@@ -285,15 +333,13 @@ def begin(
     different request) or IdempotencyKeyInUse (another request holds a live lock younger than
     `lock_timeout`; see `lock_timeout_for`).
     """
-    validate_key(key)
-    if len(scope) > 100:
-        raise ValueError("idempotency scope longer than 100 characters")
-    now = now or _utcnow()
-    fp = fingerprint(method, path, body)
+    new = new_key(scope=scope, key=key, path=path, body=body, method=method, now=now)
     for attempt in _retrying():
         with attempt:
-            return _begin_in_one(engine, scope, key, method.upper(), path, fp, now) or (
-                _begin_once(engine, scope, key, method.upper(), path, fp, now, lock_timeout)
+            return _begin_in_one(engine, new) or (
+                _begin_once(
+                    engine, scope, key, new.method, path, new.fingerprint, new.now, lock_timeout
+                )
             )
     raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
 
@@ -309,8 +355,8 @@ _BEGIN_KEY = text(
         INSERT INTO idempotency_key
                (id, scope, key, request_method, request_path, request_fingerprint,
                 recovery_point, locked_at, state, last_run_at, expires_at)
-        VALUES (:id, :scope, :key, :method, :path, :fingerprint,
-                'started', :now, '{}', :now, :expires_at)
+        VALUES (:key_id, :scope, :key, :method, :path, :fingerprint,
+                'started', :now, '{}', :now, :key_expires_at)
         ON CONFLICT (scope, key) DO NOTHING
         RETURNING *)
     SELECT true AS fresh, * FROM fresh
@@ -321,21 +367,28 @@ _BEGIN_KEY = text(
 )
 
 
-def _begin_in_one(
-    engine: Engine, scope: str, key: str, method: str, path: str, fp: str, now: datetime
-) -> Begun | None:
+def _begin_in_one(engine: Engine, new: NewKey) -> Begun | None:
     """begin() in one round trip for what needs no lock: a new key, the stored answer of a
     finished one, or a key reused for another request (a finished key and a key's request never
     change while it lives). None: the key is unfinished or expired; the locking path decides."""
-    params = {"id": new_id("idk"), "scope": scope, "key": key, "method": method, "path": path}
-    params |= {"fingerprint": fp, "now": now, "expires_at": now + KEY_TTL}
     with autocommit(engine) as conn:
-        row = conn.execute(_BEGIN_KEY, params).one_or_none()
-    if row is None or row.expires_at <= now:
-        return None
-    if row.fresh:
+        row = conn.execute(_BEGIN_KEY, new.params()).one_or_none()
+    if row is not None and row.fresh:
         return _record(row)
-    if (row.request_fingerprint, row.request_method, row.request_path) != (fp, method, path):
+    return known_answer(row, new)
+
+
+def known_answer(row: Any, new: NewKey) -> Answer | None:
+    """What an existing key, read as it stands (`row`: its request_fingerprint,
+    request_method, request_path, recovery_point, response_status, response_body and
+    expires_at; None or NULLs when it is gone), answers `new`'s request without a lock: the
+    stored answer of a finished key, or IdempotencyKeyReused for another request (a finished
+    key and a key's request never change while it lives). None: the key is unfinished or
+    expired; the locking path (`begin`) decides."""
+    if row is None or row.expires_at is None or row.expires_at <= new.now:
+        return None
+    request = (row.request_fingerprint, row.request_method, row.request_path)
+    if request != (new.fingerprint, new.method, new.path):
         raise IdempotencyKeyReused()
     if row.recovery_point == FINISHED:
         return Answer(row.response_status, bytes(row.response_body or b""), replayed=True)
@@ -516,6 +569,31 @@ def finish_in_one(conn: Connection, key: KeyRecord, response: Response) -> Respo
     return None if stored is None else response
 
 
+# -- insert_finished_key --
+# A new key stored with its final answer at once (nothing else of its request was written).
+_INSERT_FINISHED_KEY = text(
+    """
+    INSERT INTO idempotency_key
+           (id, scope, key, request_method, request_path, request_fingerprint,
+            recovery_point, locked_at, state, last_run_at, expires_at,
+            response_status, response_body)
+    VALUES (:key_id, :scope, :key, :method, :path, :fingerprint,
+            'finished', NULL, '{}', :now, :key_expires_at, :status, :body)
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def insert_finished(conn: Connection, new: NewKey, response: Response) -> Response | None:
+    """For a `run_new` first step whose statement was rolled back with the key (a final
+    business answer raised as an error): insert the key with `response` as its answer. None
+    when the key exists by now (another request with it got there first)."""
+    params = new.params() | {"status": response.status, "body": response.body}
+    stored = conn.execute(_INSERT_FINISHED_KEY, params).one_or_none()
+    return None if stored is None else response
+
+
 def _release(engine: Engine, key: KeyRecord) -> None:
     """Unlock the key if we still hold it (never another request's lock)."""
     if key.locked_at is None:
@@ -597,6 +675,28 @@ def lock_timeout_for(settings: Settings) -> timedelta:
 
 
 # ------------------------------------------------------------------------------------ driver
+
+
+def run_new(
+    engine: Engine,
+    new: NewKey,
+    first: Callable[[Connection, NewKey], Outcome | Answer | None],
+    steps: Mapping[str, Step],
+) -> Answer | None:
+    """A request's key, when new, in one round trip with its first phase: `first` inserts the
+    key (`new.params()`) and runs the phase in one self-contained statement, answering the
+    phase's outcome. When the key exists already it writes nothing and answers what
+    `known_answer` makes of the key as it stands: a replay, or None. Then the remaining
+    `steps` run as in `run`. None: the key exists and is unfinished or expired; `begin`
+    decides what it gets (409 while in flight, or a resumption)."""
+    for attempt in _retrying():
+        with attempt, autocommit(engine) as conn:
+            outcome = first(conn, new)
+    if outcome is None or isinstance(outcome, Answer):
+        return outcome
+    key = new.record()
+    _follow(key, outcome)
+    return run(engine, key, steps)
 
 
 def run(
