@@ -13,10 +13,10 @@ byte.
 A checkout with a new key costs two round trips to PostgreSQL (issue 10; tests/checkout_api/
 test_round_trips.py): one server-side function inserts the key and runs phase 1
 (`dotshop_checkout_begin`, migration 0010, around `dotshop_checkout_reserve`), holding the hot
-stock row only while it runs, and the PaymentIntent is recorded by one statement. A key that
-exists already takes the general path (`idempotency.begin`, then the steps from its recovery
-point). The key's state carries what the later
-steps need (email, region, lines), so none of them reads the order back.
+stock row only while it runs, and the PaymentIntent is recorded by one statement; a replay is
+one round trip. A key that exists unfinished takes the general path (`idempotency.begin`, then
+the steps from its recovery point). The key's state carries what the later steps need (email,
+region, lines), so none of them reads the order back.
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def _phase_one(
             return idempotency.insert_finished(conn, new, refused)
         return idempotency.finish_in_one(conn, key, refused)
     if row.outcome == "key_exists":
-        return idempotency.known_answer(row, new)  # type: ignore[arg-type]
+        assert new is not None  # only dotshop_checkout_begin answers it
+        return idempotency.known_answer(row, new)
     if row.outcome == "key_lost":
         return None
     if row.outcome == "unknown_sku":

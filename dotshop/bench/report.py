@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,24 +17,73 @@ def _find(arms: list[ArmResult], arm: str, target: str, clients: int) -> ArmResu
     return next((a for a in arms if (a.arm, a.target, a.clients) == (arm, target, clients)), None)
 
 
-def ratios(arms: list[ArmResult]) -> dict[str, float]:
-    """Throughput of the checkout (and the reads) against the floor and the limit at the same
-    shape; and the checkout's p99 against the floor's."""
-    out: dict[str, float] = {}
+def _paired_floor(arms: list[ArmResult], checkout: ArmResult) -> ArmResult | None:
+    """The floor arm run just before this checkout arm: same target, clients and round."""
+    shape = ("floor", checkout.target, checkout.clients, checkout.round)
+    return next((a for a in arms if (a.arm, a.target, a.clients, a.round) == shape), None)
+
+
+def _pair_ratios(arms: list[ArmResult], target: str, clients: int) -> list[tuple[float, float]]:
+    """Per round: the checkout's throughput and p99 against its paired floor's."""
+    out = []
     for a in arms:
-        if a.arm not in ("checkout", "read"):
+        if (a.arm, a.target, a.clients) != ("checkout", target, clients):
             continue
-        floor_target = a.target if a.arm == "checkout" else "hot"
-        floor = _find(arms, "floor", floor_target, a.clients)
-        limit = _find(arms, "limit", a.target, a.clients) if a.arm == "checkout" else None
-        name = f"{a.arm}/{a.target}/{a.clients}"
-        if floor and floor.rps:
-            out[f"{name} rps / floor"] = round(a.rps / floor.rps, 3)
-        if limit and limit.rps:
-            out[f"{name} rps / limit"] = round(a.rps / limit.rps, 4)
-        if a.arm == "checkout" and floor and floor.p99_ms and a.p99_ms is not None:
-            out[f"{name} p99 / floor p99"] = round(a.p99_ms / floor.p99_ms, 2)
+        floor = _paired_floor(arms, a)
+        if floor and floor.rps and floor.p99_ms and a.p99_ms is not None:
+            out.append((a.rps / floor.rps, a.p99_ms / floor.p99_ms))
     return out
+
+
+def ratios(arms: list[ArmResult]) -> dict[str, float]:
+    """The checkout against the floor at the same shape: the median over the rounds of each
+    pair's throughput ratio (with the rounds' min and max) and p99 ratio; against the limit
+    (pgbench) by the median throughput. The reads against the median hot floor."""
+    out: dict[str, float] = {}
+    shapes = sorted({(a.target, a.clients) for a in arms if a.arm == "checkout"})
+    for target, clients in shapes:
+        name = f"checkout/{target}/{clients}"
+        pairs = _pair_ratios(arms, target, clients)
+        if pairs:
+            rps = [r for r, _ in pairs]
+            out[f"{name} rps / floor"] = round(statistics.median(rps), 3)
+            out[f"{name} rps / floor min"] = round(min(rps), 3)
+            out[f"{name} rps / floor max"] = round(max(rps), 3)
+            out[f"{name} p99 / floor p99"] = round(statistics.median(p for _, p in pairs), 2)
+        limit = _find(arms, "limit", target, clients)
+        if limit and limit.rps:
+            checkout = _median_rps(arms, "checkout", target, clients)
+            out[f"{name} rps / limit"] = round(checkout / limit.rps, 4)
+    for a in arms:
+        if a.arm == "read" and (floor := _median_rps(arms, "floor", "hot", a.clients)):
+            out[f"read/{a.target}/{a.clients} rps / floor"] = round(a.rps / floor, 3)
+    return out
+
+
+def _median_rps(arms: list[ArmResult], arm: str, target: str, clients: int) -> float:
+    rps = [a.rps for a in arms if (a.arm, a.target, a.clients) == (arm, target, clients)]
+    return statistics.median(rps) if rps else 0.0
+
+
+def pairs_table(arms: list[ArmResult], ratio: dict[str, float]) -> str:
+    """The checkout against the floor, one row per shape: medians over the rounds."""
+    rounds = len({a.round for a in arms if a.arm == "checkout"})
+    lines = [
+        f"| target | clients | floor req/s | checkout req/s | x floor, median of {rounds} "
+        "(min-max) | p99 x floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target, clients in sorted({(a.target, a.clients) for a in arms if a.arm == "checkout"}):
+        name = f"checkout/{target}/{clients}"
+        if f"{name} rps / floor" not in ratio:
+            continue
+        lines.append(
+            f"| {target} | {clients} | {_median_rps(arms, 'floor', target, clients):.1f} | "
+            f"{_median_rps(arms, 'checkout', target, clients):.1f} | "
+            f"{ratio[f'{name} rps / floor']:.2f} ({ratio[f'{name} rps / floor min']:.2f}-"
+            f"{ratio[f'{name} rps / floor max']:.2f}) | {ratio[f'{name} p99 / floor p99']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def ms(value: float | None) -> str:
@@ -41,6 +91,8 @@ def ms(value: float | None) -> str:
 
 
 def table(arms: list[ArmResult], ratio: dict[str, float]) -> str:
+    """Every arm in the order it ran; a checkout's `x floor` is against the floor run just
+    before it, a read's against the median hot floor."""
     columns = ("arm", "target", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
     columns += ("x floor", "x limit")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -48,7 +100,11 @@ def table(arms: list[ArmResult], ratio: dict[str, float]) -> str:
         name = f"{a.arm}/{a.target}/{a.clients}"
         clients = str(a.clients) if a.clients else f"open {a.extra.get('rate_per_s')}/s"
         x_floor = ratio.get(f"{name} rps / floor")
-        x_limit = ratio.get(f"{name} rps / limit")
+        x_limit = None
+        if a.arm == "checkout":
+            floor = _paired_floor(arms, a)
+            x_floor = a.rps / floor.rps if floor and floor.rps else None
+            x_limit = ratio.get(f"{name} rps / limit")
         lines.append(
             f"| {a.arm} | {a.target} | {clients} | {a.rps:.1f} | {ms(a.p50_ms)} | "
             f"{ms(a.p95_ms)} | {ms(a.p99_ms)} | {a.errors} | "

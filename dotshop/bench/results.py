@@ -24,6 +24,7 @@ class ArmResult:
     p99_ms: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    round: int = 0  # the floor/checkout pairs run in rounds (see dotshop.bench.runner)
 
     @property
     def rps(self) -> float:
