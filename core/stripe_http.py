@@ -41,28 +41,34 @@ class Urllib3Client(stripe.HTTPClient):
     def request(
         self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
-        try:
-            response = self._pool.request(
-                method.upper(), url, body=post_data, headers=dict(headers or {})
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            _connection_error(exc)
+        response = self._send(method, url, headers, post_data, preload=True)
         return response.data, response.status, response.headers
 
     def request_stream(
         self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
     ) -> tuple[Any, int, Mapping[str, str]]:
+        response = self._send(method, url, headers, post_data, preload=False)
+        return response.stream(), response.status, response.headers
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any,
+        *,
+        preload: bool,
+    ) -> urllib3.BaseHTTPResponse:
         try:
-            response = self._pool.request(
+            return self._pool.request(
                 method.upper(),
                 url,
                 body=post_data,
                 headers=dict(headers or {}),
-                preload_content=False,
+                preload_content=preload,
             )
         except urllib3.exceptions.HTTPError as exc:
             _connection_error(exc)
-        return response.stream(), response.status, response.headers
 
     def close(self) -> None:
         self._pool.clear()
