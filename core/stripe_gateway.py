@@ -20,7 +20,7 @@ from core.errors import (
 )
 from core.logs import get_logger
 from core.settings import Settings
-from core.stripe_http import Urllib3Client
+from core.stripe_http import CurlClient
 
 log = get_logger("core.stripe_gateway")
 
@@ -83,7 +83,7 @@ class StripeGateway:
             api_key,
             base_addresses={"api": api_base},
             max_network_retries=max_network_retries,
-            http_client=Urllib3Client(timeout),
+            http_client=CurlClient(timeout),
         )
 
     @classmethod

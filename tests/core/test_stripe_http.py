@@ -1,4 +1,4 @@
-"""The urllib3 transport under the stripe SDK (core/stripe_http.py) keeps the SDK's guarantees:
+"""The libcurl transport under the stripe SDK (core/stripe_http.py) keeps the SDK's guarantees:
 a response lost on the wire is a connection error the SDK retries with the same
 Idempotency-Key, so Stripe makes one PaymentIntent; an unreachable Stripe is an outage."""
 
