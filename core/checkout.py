@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Engine, Integer, Text, bindparam, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -119,36 +119,31 @@ def _line_dicts(session: Session, order_id: str) -> list[dict[str, Any]]:
     return [{"sku": ln.sku, "quantity": ln.quantity} for ln in orders.lines(session, order_id)]
 
 
-_PHASE_ONE_TYPES = (
-    bindparam("state", type_=JSONB),
-    bindparam("shipping_address", type_=JSONB),
-    bindparam("skus", type_=ARRAY(Text)),
-    bindparam("quantities", type_=ARRAY(Integer)),
-    bindparam("reservation_ids", type_=ARRAY(Text)),
-)
+# The hot path's statements go to psycopg as written (`exec_driver_sql`, psycopg's %(name)s
+# placeholders, jsonb values wrapped in `Jsonb`): SQLAlchemy still pools the connection, fires
+# its events and wraps errors, but does not compile the statement or run per-type bind
+# processors, which cost ~0.2 ms of CPU per call of these 19-parameter statements.
 # -- checkout_reserve --
 # Phase 1 in one round trip on a key already inserted: see dotshop_checkout_reserve in
 # migration 0009.
-_RESERVE = text(
-    """
+_RESERVE = """
     SELECT outcome, amount, unknown_skus
       FROM dotshop_checkout_reserve(
-             :key_id, :locked_at, :state, :order_id, :checkout_id, :region, :currency, :email,
-             :shipping_address, :expires_at, :skus, :quantities, :reservation_ids)
-    """
-).bindparams(*_PHASE_ONE_TYPES)
+             %(key_id)s, %(locked_at)s, %(state)s, %(order_id)s, %(checkout_id)s, %(region)s,
+             %(currency)s, %(email)s, %(shipping_address)s, %(expires_at)s, %(skus)s,
+             %(quantities)s, %(reservation_ids)s)
+"""
 # -- checkout_begin --
 # A new key and phase 1 in one round trip: see dotshop_checkout_begin in migration 0010.
-_BEGIN = text(
-    """
+_BEGIN = """
     SELECT outcome, amount, unknown_skus, request_fingerprint, request_method, request_path,
            recovery_point, response_status, response_body, expires_at
       FROM dotshop_checkout_begin(
-             :key_id, :scope, :key, :method, :path, :fingerprint, :now, :key_expires_at,
-             :state, :order_id, :checkout_id, :region, :currency, :email,
-             :shipping_address, :expires_at, :skus, :quantities, :reservation_ids)
-    """
-).bindparams(*_PHASE_ONE_TYPES)
+             %(key_id)s, %(scope)s, %(key)s, %(method)s, %(path)s, %(fingerprint)s, %(now)s,
+             %(key_expires_at)s, %(state)s, %(order_id)s, %(checkout_id)s, %(region)s,
+             %(currency)s, %(email)s, %(shipping_address)s, %(expires_at)s, %(skus)s,
+             %(quantities)s, %(reservation_ids)s)
+"""
 
 
 def _reserve_and_create(
@@ -198,8 +193,8 @@ def _phase_one(
     params = {
         "key_id": key.id,
         "locked_at": key.locked_at,
-        "state": state,
-        "shipping_address": request.shipping_address,
+        "state": Jsonb(state),
+        "shipping_address": Jsonb(request.shipping_address),
         "expires_at": expires_at,
         "skus": [ln.sku for ln in lines],
         "quantities": [ln.quantity for ln in lines],
@@ -208,9 +203,9 @@ def _phase_one(
     params |= {k: state[k] for k in ("order_id", "checkout_id", "region", "currency", "email")}
     try:
         if new is None:
-            row = conn.execute(_RESERVE, params).one()
+            row = conn.exec_driver_sql(_RESERVE, params).one()
         else:
-            row = conn.execute(_BEGIN, params | new.params()).one()
+            row = conn.exec_driver_sql(_BEGIN, params | new.params()).one()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_STOCK_SQLSTATE:
             raise
@@ -268,29 +263,27 @@ def _create_payment_intent(
 # order_created -> finished when all went well, in one statement: while the key is still this
 # request's, put the PaymentIntent on the order (still awaiting payment), log it on the
 # timeline and store the 201. Writes nothing when any of that does not hold.
-_RECORD_PAYMENT_INTENT = text(
-    """
+_RECORD_PAYMENT_INTENT = """
     WITH held_key AS (
              SELECT id
                FROM idempotency_key
-              WHERE id = :key_id AND locked_at = :locked_at AND recovery_point = :point
+              WHERE id = %(key_id)s AND locked_at = %(locked_at)s AND recovery_point = %(point)s
                 FOR UPDATE),
          awaiting AS (
              UPDATE orders
-                SET payment_intent_id = :payment_intent_id
-              WHERE id = :order_id AND status = 'awaiting_payment'
+                SET payment_intent_id = %(payment_intent_id)s
+              WHERE id = %(order_id)s AND status = 'awaiting_payment'
                 AND EXISTS (SELECT FROM held_key)
              RETURNING id),
          logged AS (
              INSERT INTO order_event (order_id, kind, data)
-             SELECT id, 'payment_intent_created', :event FROM awaiting)
+             SELECT id, 'payment_intent_created', %(event)s FROM awaiting)
     UPDATE idempotency_key
-       SET recovery_point = 'finished', response_status = 201, response_body = :body,
+       SET recovery_point = 'finished', response_status = 201, response_body = %(body)s,
            locked_at = NULL, last_run_at = now()
      WHERE id IN (SELECT id FROM held_key) AND EXISTS (SELECT FROM awaiting)
     RETURNING id
-    """
-).bindparams(bindparam("event", type_=JSONB))
+"""
 
 
 def _record_created(
@@ -301,7 +294,7 @@ def _record_created(
     if isinstance(result, PaymentProviderError) or "lines" not in key.state:
         return None
     body = encode(checkout_body(key.state, result, key.state["lines"]))
-    recorded = conn.execute(
+    recorded = conn.exec_driver_sql(
         _RECORD_PAYMENT_INTENT,
         {
             "key_id": key.id,
@@ -309,7 +302,7 @@ def _record_created(
             "point": ORDER_CREATED,
             "order_id": key.state["order_id"],
             "payment_intent_id": result.id,
-            "event": {"payment_intent_id": result.id},
+            "event": Jsonb({"payment_intent_id": result.id}),
             "body": body,
         },
     ).one_or_none()
