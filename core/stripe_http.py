@@ -84,6 +84,9 @@ class CurlClient(stripe.HTTPClient):
         curl.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, self._timeout_ms)
         curl.setopt(pycurl.CAINFO, stripe.ca_bundle_path)
+        # No proxy taken from the environment: libcurl reads http_proxy and its kin by default,
+        # and loopback calls to the sandbox must not leave through one.
+        curl.setopt(pycurl.PROXY, "")
         try:
             curl.perform()
         except pycurl.error as exc:
