@@ -29,6 +29,7 @@ from checkout_api.app import create_app
 from core import logs, migrate
 from core.db import database_url, engine_for
 from core.errors import PortUnavailable
+from core.gc_pauses import freeze_startup_heap
 from core.metrics import MULTIPROC_DIR_ENV
 from core.settings import get_settings
 from core.stripe_gateway import StripeGateway
@@ -86,7 +87,9 @@ def build_app() -> Any:
     settings = get_settings()
     logs.configure(settings.log_level)
     engine = engine_for(database_url(settings))
-    return create_app(settings, engine, StripeGateway.from_settings(settings))
+    app = create_app(settings, engine, StripeGateway.from_settings(settings))
+    freeze_startup_heap()
+    return app
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None) -> None:

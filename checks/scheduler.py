@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from checks.runner import load_checks, run_checks
+from core.gc_pauses import freeze_startup_heap
 from core.logs import get_logger
 from core.settings import Settings
 from core.worker import install_stop_signals, keep_running
@@ -52,6 +53,7 @@ def schedule(
 
 def run(engine: Engine, settings: Settings) -> None:
     """The checks process: schedule until SIGINT/SIGTERM."""
+    freeze_startup_heap()
     stop = threading.Event()
     previous = install_stop_signals(stop)
     try:

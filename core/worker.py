@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core import completer, relay, sweeper
+from core.gc_pauses import freeze_startup_heap
 from core.logs import get_logger
 from core.metrics import WORKER_PASS_DURATION, WORKER_PASSES
 from core.outbox import Handlers, RetryPolicy
@@ -180,6 +181,7 @@ def run_relay(
         while relay.run_once(engine, handlers, policy=policy, lease_seconds=lease_seconds):
             pass
         return
+    freeze_startup_heap()
     stop = threading.Event()
     previous = install_stop_signals(stop)
     threads = [
@@ -232,6 +234,7 @@ def run_sync(
     if once:
         step()
         return
+    freeze_startup_heap()
     stop = threading.Event()
     previous = install_stop_signals(stop)
     try:
