@@ -19,10 +19,15 @@ class Node:
 
 @pytest.fixture
 def thawed() -> Iterator[None]:
-    """Each test starts and ends with nothing frozen (the test process's own heap included)."""
+    """Each test starts and ends with nothing frozen (the test process's own heap included),
+    and no automatic collection (another thread's allocations) moves objects meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    if was_enabled:
+        gc.enable()
 
 
 def test_the_startup_heap_is_frozen_so_full_collections_walk_only_what_came_after(
