@@ -282,9 +282,22 @@ def release(session: Session, order_id: str, *, to_status: str = RELEASED) -> in
 def commit(session: Session, order_id: str) -> int:
     """Payment arrived while the hold was live: held -> committed. Returns how many moved (0 when
     already done, or when the hold had expired: then see `rereserve_and_commit`)."""
-    moved = _claim(session, order_id, HELD, COMMITTED)
-    _adjust(session, moved, reserved=-1, committed=+1)
+    moved = commit_holds(session, order_id)
+    settle_committed(session, moved)
     return len(moved)
+
+
+def commit_holds(session: Session, order_id: str) -> list[Line]:
+    """`commit` in two steps, for a caller with more to write in the same transaction: the
+    reservations move now (their rows are the order's alone), and what moved goes to
+    `settle_committed` as late as possible, because the stock rows it then locks are the hot
+    ones that every checkout of those SKUs takes."""
+    return _claim(session, order_id, HELD, COMMITTED)
+
+
+def settle_committed(session: Session, moved: Sequence[Line]) -> None:
+    """The stock rows' side of `commit_holds`: reserved -> committed, per line."""
+    _adjust(session, moved, reserved=-1, committed=+1)
 
 
 def rereserve_and_commit(session: Session, order_id: str) -> bool:

@@ -161,7 +161,14 @@ def _payment_succeeded(session: Session, obj: dict[str, Any]) -> frozenset[int]:
     enqueue_book_balance(session, order.id, payment_intent_id=obj["id"])
     if (amount, currency.lower()) != (order.amount_minor, order.currency.lower()):
         _payment_mismatch(session, order, obj, amount, currency)
-    elif _take_stock(session, order):
+    elif order.status == orders.AWAITING_PAYMENT and (
+        held := inventory.commit_holds(session, order.id)
+    ):
+        _paid(session, order, obj, amount)
+        # The stock rows last (before the deferred events, which may give stock back): from
+        # here to COMMIT every checkout of these SKUs waits for their lock.
+        inventory.settle_committed(session, held)
+    elif inventory.rereserve_and_commit(session, order.id):
         _paid(session, order, obj, amount)
     else:
         _book_payment(session, order, obj, amount, currency)
@@ -175,14 +182,6 @@ def _payment_succeeded(session: Session, obj: dict[str, Any]) -> frozenset[int]:
             actor="dotshop",
         )
     return _apply_deferred(session, order)
-
-
-def _take_stock(session: Session, order: Order) -> bool:
-    """Commit the order's hold; if it expired or was released before the money arrived, take
-    the stock again if it is there. Never confirm stock that is not."""
-    if order.status == orders.AWAITING_PAYMENT and inventory.commit(session, order.id):
-        return True
-    return inventory.rereserve_and_commit(session, order.id)
 
 
 def _book_payment(

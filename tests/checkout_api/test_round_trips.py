@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import httpx
 import psycopg
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, event, make_url
+from sqlalchemy.orm import Session
 
 from checkout_api.app import create_app
-from core import catalog, inventory
+from core import catalog, inventory, payments
 from core.catalog import ProductData, VariantData
 from core.db import make_engine, transaction
+from core.models import Order
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway
 from sandbox.options import DEFAULT_STRIPE_API_KEY
@@ -206,6 +209,52 @@ def test_the_hot_stock_row_is_locked_for_one_round_trip(
     ends_here = not taken[at].in_transaction
     commit_next = at + 1 < len(taken) and taken[at + 1].sent.startswith('Query\t "COMMIT"')
     assert ends_here or commit_next, _show(taken)
+
+
+def _succeeded_event(stripe_base: str, payment_intent_id: str) -> dict[str, Any]:
+    """Confirm the PaymentIntent at the sandbox and read back the event Stripe made of it."""
+    auth = {"Authorization": f"Bearer {DEFAULT_STRIPE_API_KEY}"}
+    confirmed = httpx.post(
+        f"{stripe_base}/v1/payment_intents/{payment_intent_id}/confirm",
+        data={"payment_method": "pm_card_visa"},
+        headers=auth,
+        timeout=10,
+    )
+    assert confirmed.json()["status"] == "succeeded", confirmed.text
+    events = httpx.get(
+        f"{stripe_base}/v1/events",
+        params={"type": "payment_intent.succeeded", "limit": 100},
+        headers=auth,
+        timeout=10,
+    ).json()["data"]
+    (event,) = [e for e in events if e["data"]["object"]["id"] == payment_intent_id]
+    return event
+
+
+def test_the_payment_webhook_takes_the_stock_row_last(
+    traced: tuple[Engine, WireTrace], client: TestClient, trips: WireTrace, sandbox: Process
+) -> None:
+    """Issue 10's rule for the hot row, applied to `payment_intent.succeeded`: the held units
+    move to committed on the stock row after the order, ledger and outbox writes, so every
+    checkout of the SKU waits for that lock for at most the few round trips before COMMIT."""
+    created = _checkout(client, str(uuid.uuid4()))
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    event = _succeeded_event(sandbox.urls["stripe"], created.json()["payment"]["payment_intent_id"])
+    trips.take()
+
+    with transaction(traced[0]) as session:
+        assert payments.accept_and_apply(session, event) == "processed"
+
+    taken = trips.take()
+    stock = [n for n, trip in enumerate(taken) if re.search(r"UPDATE stock\b", trip.sent)]
+    assert len(stock) == 1, _show(taken)
+    commit = next(n for n, trip in enumerate(taken) if 'Query\t "COMMIT"' in trip.sent)
+    later = taken[stock[0] + 1 : commit]
+    assert not any(re.search(r"ledger|outbox|UPDATE orders", t.sent) for t in later), _show(taken)
+    assert len(later) <= 3, _show(taken)
+    with Session(traced[0]) as session:
+        assert session.get_one(Order, order_id).status == "paid"
 
 
 def test_a_replayed_key_is_answered_from_the_stored_response_in_one_round_trip(
