@@ -1,5 +1,6 @@
 """Storefront catalog: products priced in the region's currency, `available` = sellable.
-Each read is one statement in autocommit: one round trip, no BEGIN or ROLLBACK around it."""
+Each read is one statement in autocommit: one round trip, no BEGIN or ROLLBACK around it, on
+the region's own database (core.db.read_engine): a catalog read never leaves the region."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from checkout_api.deps import Ctx
 from checkout_api.schemas import ProductOut, ProductPage, VariantOut
 from core import catalog
-from core.db import autocommit
+from core.db import autocommit, read_engine
 
 # Cursors are ones we minted: unpadded URL-safe base64. Anything else is refused as a 422
 # before it reaches the decoder.
@@ -44,7 +45,7 @@ class ProductController(Controller):
             str | None, QueryParameter(max_length=200, pattern=CURSOR_PATTERN)
         ] = None,
     ) -> ProductPage:
-        with autocommit(ctx.engine) as conn:
+        with autocommit(read_engine(ctx.settings, ctx.engine)) as conn:
             views, next_cursor = catalog.list_products(
                 conn, currency=ctx.settings.currency, limit=limit, cursor=cursor
             )
@@ -52,5 +53,5 @@ class ProductController(Controller):
 
     @get("/{handle:str}", sync_to_thread=True, summary="One product by handle")
     def get_product(self, ctx: Ctx, handle: FromPath[str]) -> ProductOut:
-        with autocommit(ctx.engine) as conn:
+        with autocommit(read_engine(ctx.settings, ctx.engine)) as conn:
             return _out(catalog.get_product(conn, handle, currency=ctx.settings.currency))

@@ -40,6 +40,15 @@ def database_url(settings: Settings | None = None) -> str:
     return embedded_pg.ensure_running(home_dir() / "pg")
 
 
+def read_engine(settings: Settings, write_engine: Engine) -> Engine:
+    """Where this region reads what may be slightly stale (the catalog): the region's own
+    database (DOTSHOP_READ_DATABASE_URL, a replica), so such reads never cross to a remote
+    primary; without one, `write_engine`."""
+    if not settings.read_database_url:
+        return write_engine
+    return engine_for(normalize_url(settings.read_database_url))
+
+
 def connection_guards(settings: Settings | None = None) -> str:
     """libpq `options` that set our timeouts on every connection (server-side, so they hold
     for every statement whatever the code path)."""

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Where to find PostgreSQL; unset means "start the embedded server under .dotshop/pg".
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
 
+    # Where this region reads what may be slightly stale (the catalog): its own database, a
+    # replica of the primary. Unset: the database above. Writes always go to DATABASE_URL.
+    read_database_url: str | None = None
+
     region: str = "us"
     primary_region: str = "us"
     # How old a mismatch must be before a check counts it (seconds).

@@ -1,4 +1,4 @@
-"""The `dotshop` command: lists the contract's commands, says plainly what is not built yet,
+"""The `dotshop` command: lists the contract's commands, refuses unknown drills and benchmarks,
 hashes console passwords, migrates an empty external database, and refuses to start on bad
 configuration (exit 2)."""
 
@@ -55,10 +55,10 @@ def test_help_lists_every_contract_command() -> None:
         assert f" {command} " in out.stdout
 
 
-def test_parts_not_built_yet_say_so_and_exit_2() -> None:
-    out = dotshop("drill", "failover")
+def test_unknown_drills_are_refused_with_exit_2() -> None:
+    out = dotshop("drill", "meteor")
     assert out.returncode == 2
-    assert "not built yet" in out.stderr and out.stdout == ""
+    assert "No such command" in out.stderr and out.stdout == ""
 
 
 def test_console_refuses_to_start_when_nobody_could_sign_in(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Infrastructure: terraform/ (AWS, two regions) and local/ (the local two-region drill)."""
