@@ -11,10 +11,10 @@ answers (409 insufficient stock, 404 unknown SKU) are stored responses too, repl
 byte.
 
 A checkout with a new key costs two round trips to PostgreSQL (issue 10; tests/checkout_api/
-test_round_trips.py): one server-side function inserts the key and runs phase 1
-(`dotshop_checkout_begin`, migration 0010, around `dotshop_checkout_reserve`), holding the hot
-stock row only while it runs, and the PaymentIntent is recorded by one statement; a replay is
-one round trip. A key that exists unfinished takes the general path (`idempotency.begin`, then
+test_round_trips.py): one server-side function runs phase 1 and inserts the key already at
+its next recovery point (`dotshop_checkout_phase1`, migration 0011), holding the hot stock row
+only while it runs, and the PaymentIntent is recorded by one statement; a replay is one round
+trip. A key that exists unfinished takes the general path (`idempotency.begin`, then
 the steps from its recovery point). The key's state carries what the later steps need (email,
 region, lines), so none of them reads the order back.
 """
@@ -69,7 +69,7 @@ ORDER_CREATED = "order_created"
 STOREFRONT = "storefront"
 CHECKOUT_PATH = "/v1/checkouts"
 CHECKOUT_SCOPE = f"{STOREFRONT}:POST {CHECKOUT_PATH}"
-# What dotshop_checkout_reserve raises when a line's stock is not there (migration 0005).
+# What dotshop_checkout_phase1 raises when a line's stock is not there (migrations 0005, 0011).
 INSUFFICIENT_STOCK_SQLSTATE = "DS409"
 
 
@@ -123,27 +123,20 @@ def _line_dicts(session: Session, order_id: str) -> list[dict[str, Any]]:
 # placeholders, jsonb values wrapped in `Jsonb`): SQLAlchemy still pools the connection, fires
 # its events and wraps errors, but does not compile the statement or run per-type bind
 # processors, which cost ~0.2 ms of CPU per call of these 19-parameter statements.
-# -- checkout_reserve --
-# Phase 1 in one round trip on a key already inserted: see dotshop_checkout_reserve in
-# migration 0009.
-_RESERVE = """
-    SELECT outcome, amount, unknown_skus
-      FROM dotshop_checkout_reserve(
-             %(key_id)s, %(locked_at)s, %(state)s, %(order_id)s, %(checkout_id)s, %(region)s,
-             %(currency)s, %(email)s, %(shipping_address)s, %(expires_at)s, %(skus)s,
-             %(quantities)s, %(reservation_ids)s)
-"""
-# -- checkout_begin --
-# A new key and phase 1 in one round trip: see dotshop_checkout_begin in migration 0010.
-_BEGIN = """
+# -- checkout_phase1 --
+# Phase 1 in one round trip: see dotshop_checkout_phase1 in migration 0011. A new key
+# (p_new_key) is inserted with it; a key already at 'started' (a resumed checkout) is locked.
+_PHASE1 = """
     SELECT outcome, amount, unknown_skus, request_fingerprint, request_method, request_path,
            recovery_point, response_status, response_body, expires_at
-      FROM dotshop_checkout_begin(
-             %(key_id)s, %(scope)s, %(key)s, %(method)s, %(path)s, %(fingerprint)s, %(now)s,
-             %(key_expires_at)s, %(state)s, %(order_id)s, %(checkout_id)s, %(region)s,
-             %(currency)s, %(email)s, %(shipping_address)s, %(expires_at)s, %(skus)s,
-             %(quantities)s, %(reservation_ids)s)
+      FROM dotshop_checkout_phase1(
+             %(new_key)s, %(key_id)s, %(scope)s, %(key)s, %(method)s, %(path)s,
+             %(fingerprint)s, %(now)s, %(key_expires_at)s, %(state)s, %(order_id)s,
+             %(checkout_id)s, %(region)s, %(currency)s, %(email)s, %(shipping_address)s,
+             %(expires_at)s, %(skus)s, %(quantities)s, %(reservation_ids)s)
 """
+# What a resumed key passes for the columns only a new key has.
+_NO_NEW_KEY = dict.fromkeys(("scope", "key", "method", "path", "fingerprint", "key_expires_at"))
 
 
 def _reserve_and_create(
@@ -192,7 +185,6 @@ def _phase_one(
     }
     params = {
         "key_id": key.id,
-        "locked_at": key.locked_at,
         "state": Jsonb(state),
         "shipping_address": Jsonb(request.shipping_address),
         "expires_at": expires_at,
@@ -201,11 +193,12 @@ def _phase_one(
         "reservation_ids": [new_id("rsv") for _ in lines],
     }
     params |= {k: state[k] for k in ("order_id", "checkout_id", "region", "currency", "email")}
+    if new is None:
+        params |= _NO_NEW_KEY | {"new_key": False, "now": key.locked_at}
+    else:
+        params |= new.params() | {"new_key": True}
     try:
-        if new is None:
-            row = conn.exec_driver_sql(_RESERVE, params).one()
-        else:
-            row = conn.exec_driver_sql(_BEGIN, params | new.params()).one()
+        row = conn.exec_driver_sql(_PHASE1, params).one()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_STOCK_SQLSTATE:
             raise
@@ -219,7 +212,7 @@ def _phase_one(
             return idempotency.insert_finished(conn, new, refused)
         return idempotency.finish_in_one(conn, key, refused)
     if row.outcome == "key_exists":
-        assert new is not None  # only dotshop_checkout_begin answers it
+        assert new is not None  # only a new key can find one there already
         return idempotency.known_answer(row, new)
     if row.outcome == "key_lost":
         return None

@@ -56,7 +56,7 @@ BODY = {
 # What SQLAlchemy's pool pre-ping sends on psycopg.
 PING = re.compile(r'Query\t "(;|select 1)"', re.I)
 # What takes the hot stock row: the conditional UPDATE itself, or the function running phase 1.
-TAKES_STOCK = re.compile(r"UPDATE stock\b|dotshop_checkout_(reserve|begin)\(", re.I)
+TAKES_STOCK = re.compile(r"UPDATE stock\b|dotshop_checkout_phase1\(", re.I)
 
 
 @dataclass(frozen=True)

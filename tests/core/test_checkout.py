@@ -17,10 +17,17 @@ from sqlalchemy.orm import Session
 
 from core import catalog, inventory, orders, payments, sweeper
 from core.catalog import ProductData, VariantData
-from core.checkout import ORDER_CREATED, CheckoutRequest, create_checkout
+from core.checkout import (
+    CHECKOUT_PATH,
+    CHECKOUT_SCOPE,
+    ORDER_CREATED,
+    CheckoutRequest,
+    _begin_and_reserve,
+    create_checkout,
+)
 from core.db import transaction
 from core.errors import ProviderUnavailable
-from core.idempotency import Answer
+from core.idempotency import Answer, new_key
 from core.models import IdempotencyKey, Order, OutboxMessage
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
@@ -373,3 +380,45 @@ def test_a_refused_stripe_key_keeps_the_hold_and_answers_retry_later(
     # The operator fixes the key; the client's retry completes the same checkout.
     done = checkout(clean_engine, gateway, settings, "checkout-key-bad-credentials-0001", {sku: 1})
     assert done.status == 201 and json.loads(done.body)["order_id"] == row.state["order_id"]
+
+
+def _key_writes(conn: Any) -> tuple[int, int]:
+    """Rows inserted and updated in idempotency_key by this backend and not yet reported to
+    the statistics collector (this transaction's, and maybe earlier ones': compare two)."""
+    return conn.exec_driver_sql(
+        "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables"
+        " WHERE relname = 'idempotency_key'"
+    ).one()
+
+
+def test_phase_one_inserts_a_new_key_at_order_created_without_rewriting_it(
+    engine: Engine, settings: Settings
+) -> None:
+    """Migration 0011: a new key is inserted already at `order_created` with the order's facts
+    (every key update is a new row version in four indexes); a key whose SKU is unknown is
+    inserted at `started` and then finished with its 404, as before."""
+    sku = seed_sku(engine, 5)
+    unknown = [inventory.Line("NO-SUCH-SKU", 1)]
+    for lines, writes, point in (
+        ([inventory.Line(sku, 2)], (1, 0), ORDER_CREATED),
+        (unknown, (1, 1), "finished"),
+    ):
+        key = f"phase-one-{next(_numbers)}-0123456789"
+        new = new_key(scope=CHECKOUT_SCOPE, key=key, path=CHECKOUT_PATH, body=key.encode())
+        request = CheckoutRequest(EMAIL, lines, ADDRESS)
+        with engine.begin() as conn:
+            before = _key_writes(conn)
+            _begin_and_reserve(settings, request, lambda: T0, conn, new)
+            after = _key_writes(conn)
+        assert (after[0] - before[0], after[1] - before[1]) == writes
+        row = key_row(engine, key)
+        assert row.recovery_point == point
+        if point == ORDER_CREATED:
+            assert row.locked_at is not None
+            assert (row.state["amount"], row.state["lines"]) == (
+                2 * UNIT_PRICE,
+                [{"sku": sku, "quantity": 2}],
+            )
+            assert stock(engine, sku)[0] == 2
+        else:
+            assert row.response_status == 404

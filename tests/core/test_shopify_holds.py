@@ -158,7 +158,7 @@ def test_a_checkouts_hold_is_queued_in_its_own_transaction_per_sku(
     shop: Shop, clean_engine: Engine, gateway: StripeGateway, settings: Settings
 ) -> None:
     """Issue 11: through the outbox, per-SKU ordered, so the checkout never waits on Shopify.
-    Phase 1 (dotshop_checkout_reserve, migration 0007) writes one message per SKU."""
+    Phase 1 (dotshop_checkout_phase1, migrations 0007 and 0011) writes one message per SKU."""
     other = "BTY-SERUM-30ML"
     created = checkout(clean_engine, gateway, settings, {SKU: 2, other: 1})
     messages = outbox(clean_engine, inventory.SHOPIFY_HOLD)
