@@ -552,10 +552,24 @@ def test_every_region_of_the_map_is_instantiated_with_its_own_provider(
         if re.fullmatch(r"(network|database|service|observability)_\w+", n)
     }
     assert per_region == set(region_keys)
-    # The once-per-environment modules see every region.
-    assert sorted(root.evaluate(root.by_address["module.edge"])["regions"]) == region_keys
-    assert sorted(root.evaluate(root.by_address["module.grafana"])["prometheus"]) == region_keys
-    assert sorted(root.locals_src) and sorted(root._local("databases")) == region_keys
+    # The once-per-environment modules and the writer's lookup see every region, each entry
+    # wired to that region's own module (a swapped line would point a region at another's).
+    edge = root.evaluate(root.by_address["module.edge"])["regions"]
+    grafana = root.evaluate(root.by_address["module.grafana"])["prometheus"]
+    assert sorted(edge) == sorted(grafana) == region_keys
+    assert root._local("databases") == {k: Ref(f"module.database_{k}") for k in region_keys}
+    for key in region_keys:
+        aws_region = root.variables["regions"][key]["aws_region"]
+        assert edge[key] == {
+            "aws_region": aws_region,
+            "alb_dns_name": Ref(f"module.service_{key}.alb_dns_name"),
+            "alb_zone_id": Ref(f"module.service_{key}.alb_zone_id"),
+        }
+        assert grafana[key] == {
+            "aws_region": aws_region,
+            "endpoint": Ref(f"module.observability_{key}.prometheus_endpoint"),
+            "workspace_arn": Ref(f"module.observability_{key}.workspace_arn"),
+        }
 
 
 def test_the_home_region_is_the_static_anchor_of_the_global_database(
