@@ -117,7 +117,6 @@ resource "aws_security_group" "this" {
 
 resource "aws_rds_cluster" "this" {
   #checkov:skip=CKV2_AWS_8:Aurora's continuous backup is the backup plan: 35 days of point-in-time recovery in every region of the global database. Copies to a second account are left to do (infra/terraform/README.md).
-  #checkov:skip=CKV_AWS_162:IAM authentication is on; the application connects with a password from Secrets Manager until core/db.py learns to mint IAM tokens.
   cluster_identifier        = var.name
   global_cluster_identifier = var.global_cluster_id
   engine                    = "aurora-postgresql"

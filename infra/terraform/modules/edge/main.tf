@@ -282,7 +282,7 @@ data "aws_cloudfront_response_headers_policy" "security" {
 }
 
 resource "aws_cloudfront_distribution" "this" {
-  #checkov:skip=CKV_AWS_86:Standard logs need an S3 bucket with ACLs enabled; requests are logged by the API and the firewall (aws-waf-logs-*). Real-time logs are left to do (infra/terraform/README.md).
+  #checkov:skip=CKV_AWS_86:Standard logs need an S3 bucket with ACLs enabled; requests are logged by the API and the firewall (aws-waf-logs-*). A log bucket is left to do (infra/terraform/README.md).
   #checkov:skip=CKV_AWS_305:The default path goes to the storefront's origin, which serves its own index; there is no root object to name.
   #checkov:skip=CKV_AWS_374:A storefront sells wherever it ships; where is decided by the storefront's shipping rules, not by blocking viewers.
   for_each = var.regions

@@ -245,7 +245,7 @@ resource "aws_security_group" "tasks" {
 }
 
 resource "aws_lb" "this" {
-  #checkov:skip=CKV_AWS_91:Requests are logged by CloudFront and by the API itself (JSON logs with request id); an access-log bucket per region is listed as left to do in infra/terraform/README.md.
+  #checkov:skip=CKV_AWS_91:Requests are logged by the API itself (JSON logs with request id) and, through CloudFront, by the firewall; an access-log bucket per region is left to do (infra/terraform/README.md).
   #checkov:skip=CKV2_AWS_28:The web application firewall sits on the CloudFront distributions (modules/edge); webhooks from Stripe and Shopify come here directly and are authenticated by their signatures.
   name                       = substr(replace(var.name, "_", "-"), 0, 32)
   load_balancer_type         = "application"
