@@ -103,14 +103,34 @@ def up(
             "(apt-get install prometheus prometheus-alertmanager).",
         ),
     ] = False,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            "--regions",
+            help="Two regions, the primary first (us,eu): a primary PostgreSQL and a "
+            "synchronous streaming replica, each region's API reading its own.",
+        ),
+    ] = None,
+    rtt_ms: Annotated[
+        float,
+        typer.Option(
+            "--rtt-ms", min=0, max=2000, help="With --regions: round trip between the regions."
+        ),
+    ] = 80.0,
 ) -> None:
     """Run the whole stack on this machine with embedded defaults, restarting any part that
     exits (Ctrl-C stops it)."""
     from dotshop import stack
 
+    chosen = _regions(regions) if regions is not None else ()
     with _clear_errors():
         stack.up(
-            detach=detach, supervised=supervised, demo_orders=demo_orders, monitoring=monitoring
+            detach=detach,
+            supervised=supervised,
+            demo_orders=demo_orders,
+            monitoring=monitoring,
+            regions=chosen,
+            rtt_ms=rtt_ms,
         )
 
 

@@ -10,6 +10,12 @@ command run in this folder finds the stack. Secrets are generated once per folde
 serves /metrics, the checks send their business alerts to that Alertmanager, and stack.json
 gets their URLs under `monitoring`.
 
+`up --regions us,eu` runs the two-region setup of infra/local instead of one database: the
+first region's primary and the second's synchronous streaming replica (under
+`.dotshop/regions/`), a delay proxy in front of each (`--rtt-ms`, the round trip between the
+regions), and each region's API writing to the primary (across the proxy for the other
+region) and reading its catalog from its own database. stack.json gets them under `regions`.
+
 `up` supervises in the foreground (Ctrl-C stops everything, PostgreSQL included); `up --detach`
 starts the same supervisor as a detached process and returns once the stack is healthy; `down`
 stops the supervisor (which stops its parts), then PostgreSQL.
@@ -50,6 +56,14 @@ STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT = 12111, 12112, 8501
 # {"supervisor": pid, "children": {name: pid}}: what `down` stops.
 PIDS_FILE = "pids.json"
 SUPERVISOR_LOG = "supervisor.log"
+# `up --regions`: each region's database, the delay proxy in front of it and the proxy's control
+# port (next to PostgreSQL's usual 5432, away from the embedded server's Unix socket).
+REGION_DATABASE_PORTS = {"us": 15432, "eu": 15433}
+REGION_PROXY_PORTS = {"us": 15442, "eu": 15443}
+REGION_CONTROL_PORTS = {"us": 15452, "eu": 15453}
+REGIONS_DIR = "regions"
+# A transatlantic round trip, about: what `--rtt-ms` defaults to.
+DEFAULT_RTT_MS = 80.0
 # A detached start waits this long for the whole stack: every part's cold start, in order.
 DETACHED_START_TIMEOUT_SECONDS = 4 * HEALTH_TIMEOUT_SECONDS
 
@@ -82,14 +96,43 @@ def _secrets(home: Path) -> dict[str, str]:
     return values
 
 
+def region_ports(regions: tuple[str, ...]) -> Any:
+    """The fixed ports of `up --regions` (infra.local.regions.Ports)."""
+    from infra.local.regions import Ports
+
+    def each(ports: dict[str, int]) -> dict[str, int]:
+        return {r: ports[r] for r in regions}
+
+    return Ports(
+        each(REGION_DATABASE_PORTS),
+        each(REGION_PROXY_PORTS),
+        each(REGION_CONTROL_PORTS),
+        each(API_PORTS),
+        STRIPE_PORT,
+        SHOPIFY_PORT,
+    )
+
+
 def stack_description(
-    database_url: str, s: dict[str, str], *, monitoring: bool = False
+    database_url: str,
+    s: dict[str, str],
+    *,
+    monitoring: bool = False,
+    topology: Any = None,
+    rtt_ms: float = DEFAULT_RTT_MS,
 ) -> dict[str, Any]:
-    extra = {}
+    extra: dict[str, Any] = {}
     if monitoring:
         from dotshop import monitoring as local_monitoring
 
         extra["monitoring"] = local_monitoring.description()
+    if topology is not None:  # infra.local.regions.Topology
+        extra["regions"] = {
+            "primary": topology.primary,
+            "rtt_ms": rtt_ms,
+            "database_urls": {r: db.url() for r, db in topology.databases.items()},
+            "proxies": {r: f"http://127.0.0.1:{REGION_CONTROL_PORTS[r]}" for r in topology.regions},
+        }
     return {
         "api": {region: f"http://127.0.0.1:{port}" for region, port in API_PORTS.items()},
         "stripe": {
@@ -114,7 +157,9 @@ def stack_description(
     }
 
 
-def _children(stack: dict[str, Any], home: Path) -> list[Child]:
+def _children(stack: dict[str, Any], home: Path, topology: Any = None) -> list[Child]:
+    """The parts, in start order. With a two-region `topology` (infra.local.regions), the
+    delay proxies come first and each API gets its region's database URLs from it."""
     from dotshop import monitoring
 
     base_env = {
@@ -149,11 +194,12 @@ def _children(stack: dict[str, Any], home: Path) -> list[Child]:
         Child("sync", ["sync"], base_env | part_env["sync"], None),
     ]
     for region, url in stack["api"].items():
+        region_env = topology.api_env(region) if topology is not None else {}
         children.append(
             Child(
                 f"api-{region}",
                 ["api", "--port", url.rsplit(":", 1)[1]],
-                {**base_env, "DOTSHOP_REGION": region},
+                {**base_env, "DOTSHOP_REGION": region, **region_env},
                 f"{url}/readyz",
             )
         )
@@ -172,6 +218,12 @@ def _children(stack: dict[str, Any], home: Path) -> list[Child]:
             f"{console['url']}/_stcore/health",
         )
     )
+    if topology is not None:
+        from infra.local.regions import proxy_child
+
+        ports = region_ports(topology.regions)
+        rtt_ms = stack["regions"]["rtt_ms"]
+        children[:0] = [proxy_child(r, ports, rtt_ms) for r in topology.regions]
     if "monitoring" in stack:
         # First: Prometheus scrapes each part from its start, the checks find Alertmanager.
         targets = monitoring.stack_targets(stack["api"])
@@ -252,11 +304,17 @@ def _read_pids(home: Path) -> tuple[int | None, dict[str, int]]:
     return state.get("supervisor"), state.get("children", {})
 
 
-def _prepare(home: Path, monitoring: bool) -> Path:
+def _prepare(home: Path, monitoring: bool, regions: tuple[str, ...] = ()) -> Path:
     """Refuse ports taken by someone else, stop what a previous stack here left; the logs."""
     if (home / PIDS_FILE).exists():
         down(quiet=True)
-    ports = (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT)
+    ports: tuple[int, ...] = (*API_PORTS.values(), STRIPE_PORT, SHOPIFY_PORT, CONSOLE_PORT)
+    if regions:
+        from infra.local.regions import stop_databases
+
+        stop_databases(home / REGIONS_DIR)  # left by a stack that was not stopped
+        p = region_ports(regions)
+        ports += (*p.databases.values(), *p.proxies.values(), *p.controls.values())
     if monitoring:
         from dotshop import monitoring as local_monitoring
 
@@ -283,24 +341,37 @@ def up(
     supervised: bool = False,
     demo_orders: bool = True,
     monitoring: bool = False,
+    regions: tuple[str, ...] = (),
+    rtt_ms: float = DEFAULT_RTT_MS,
 ) -> None:
     """Start the stack and supervise it here (`supervised`: as the detached supervisor), or
     with `detach`, start the detached supervisor and return once the stack is healthy.
     `demo_orders`: a first start (no orders yet) plays sandbox.traffic's demo day.
-    `monitoring`: with a local Prometheus and Alertmanager (dotshop/monitoring.py)."""
+    `monitoring`: with a local Prometheus and Alertmanager (dotshop/monitoring.py).
+    `regions`: two regions, the primary first: a primary and its synchronous replica, a delay
+    proxy of `rtt_ms` between the regions (infra/local), instead of one embedded database."""
     home = home_dir()
-    logs = _prepare(home, monitoring) if not supervised else home / "logs"
+    logs = _prepare(home, monitoring, regions) if not supervised else home / "logs"
     if detach:
-        _up_detached(home, logs, demo_orders, monitoring)
+        _up_detached(home, logs, demo_orders, monitoring, regions, rtt_ms)
         return
     from core.migrate import upgrade
 
-    database_url = embedded_pg.ensure_running(home / "pg")
-    upgrade(database_url)
-    stack = stack_description(database_url, _secrets(home), monitoring=monitoring)
+    topology = None
+    if regions:
+        from infra.local.regions import start_databases
+
+        topology = start_databases(home / REGIONS_DIR, regions, region_ports(regions))
+        database_url = topology.databases[topology.primary].url()
+    else:
+        database_url = embedded_pg.ensure_running(home / "pg")
+        upgrade(database_url)
+    stack = stack_description(
+        database_url, _secrets(home), monitoring=monitoring, topology=topology, rtt_ms=rtt_ms
+    )
     say = stderr_and_file(logs / SUPERVISOR_LOG, to_stderr=not supervised)
     supervisor = Supervisor(
-        _children(stack, home),
+        _children(stack, home, topology),
         logs,
         say=say,
         on_change=lambda pids: _write_pids(home, pids),
@@ -338,12 +409,25 @@ def up(
             signal.signal(signum, handler)
         if not supervised:
             embedded_pg.stop(home / "pg")
+            if regions:
+                from infra.local.regions import stop_databases
+
+                stop_databases(home / REGIONS_DIR)
 
 
-def _up_detached(home: Path, logs: Path, demo_orders: bool, monitoring: bool) -> None:
+def _up_detached(
+    home: Path,
+    logs: Path,
+    demo_orders: bool,
+    monitoring: bool,
+    regions: tuple[str, ...],
+    rtt_ms: float,
+) -> None:
     (home / STACK_FILE).unlink(missing_ok=True)
     demo = "--demo-orders" if demo_orders else "--no-demo-orders"
     extra = ["--monitoring"] if monitoring else []
+    if regions:
+        extra += ["--regions", ",".join(regions), "--rtt-ms", f"{rtt_ms:g}"]
     with open_private_log(logs / SUPERVISOR_LOG) as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dotshop", "up", "--supervised", demo, *extra],
@@ -385,6 +469,10 @@ def down(*, quiet: bool = False) -> None:
     (home / PIDS_FILE).unlink(missing_ok=True)
     (home / STACK_FILE).unlink(missing_ok=True)
     stopped_pg = embedded_pg.stop(home / "pg")
+    if (home / REGIONS_DIR).exists():
+        from infra.local.regions import stop_databases
+
+        stopped_pg = stop_databases(home / REGIONS_DIR) or stopped_pg
     if not quiet:
         pg = ", PostgreSQL stopped" if stopped_pg else ""
         count = len(children) + (1 if supervisor else 0)

@@ -132,7 +132,6 @@ class RegionStack:
     secrets: Secrets = field(default_factory=Secrets)
     extra_api_env: dict[str, str] = field(default_factory=dict)
     topology: Topology | None = None
-    pair: replica.Pair | None = None
     _infra: Supervisor | None = None
     _apis: dict[str, Supervisor] = field(default_factory=dict)
 
@@ -180,36 +179,13 @@ class RegionStack:
     # ------------------------------------------------------------------------- start
 
     def start(self) -> None:
-        from core.migrate import upgrade
         from dotshop.stack import stripe_webhook_flags
 
         self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         primary, standby = self.regions
         self.say(f"PostgreSQL: primary ({primary}) and synchronous standby ({standby})")
-        first = replica.start_primary(self.workdir / primary, self.ports.databases[primary])
-        first.execute("CREATE DATABASE dotshop")
-        upgrade(first.url())
-        second = replica.start_standby(first, self.workdir / standby, self.ports.databases[standby])
-        replica.make_synchronous(first)
-        self.pair = replica.Pair(first, second)
-        self.topology = Topology(
-            self.regions, primary, {primary: first, standby: second}, self.ports.proxies
-        )
-        proxies = [
-            Child(
-                f"proxy-{region}",
-                [
-                    f"--listen-port={self.ports.proxies[region]}",
-                    f"--target-port={self.ports.databases[region]}",
-                    f"--control-port={self.ports.controls[region]}",
-                    f"--rtt-ms={self.rtt_ms}",
-                ],
-                {},
-                f"{self.control(region)}/health",
-                program=(sys.executable, "-m", "infra.local.delay_proxy"),
-            )
-            for region in self.regions
-        ]
+        self.topology = start_databases(self.workdir, self.regions, self.ports)
+        proxies = [proxy_child(region, self.ports, self.rtt_ms) for region in self.regions]
         sandbox = Child(
             "sandbox",
             [
@@ -312,6 +288,65 @@ class RegionStack:
         if self.topology is not None:
             for server in self.topology.databases.values():
                 server.stop()
+
+
+def proxy_child(region: str, ports: Ports, rtt_ms: float) -> Child:
+    """The delay proxy in front of `region`'s database, as a supervised process."""
+    return Child(
+        f"proxy-{region}",
+        [
+            f"--listen-port={ports.proxies[region]}",
+            f"--target-port={ports.databases[region]}",
+            f"--control-port={ports.controls[region]}",
+            f"--rtt-ms={rtt_ms:g}",
+        ],
+        {},
+        f"http://127.0.0.1:{ports.controls[region]}/health",
+        program=(sys.executable, "-m", "infra.local.delay_proxy"),
+    )
+
+
+def start_databases(workdir: Path, regions: tuple[str, ...], ports: Ports) -> Topology:
+    """The first region's primary under workdir/<region> (kept from an earlier start, else new
+    and migrated) and a standby of it under workdir/<other region>, cloned afresh, synchronous.
+    Returns the topology with the first region as the primary."""
+    from core.migrate import upgrade
+    from infra.local.postgres import initialise
+
+    primary_region, standby_region = regions
+    pgdata = workdir / primary_region
+    if (pgdata / "PG_VERSION").exists():
+        primary = Server(pgdata, ports.databases[primary_region])
+        primary.stop()  # a server an earlier run left behind
+        primary.start()
+    else:
+        primary = initialise(pgdata, ports.databases[primary_region])
+        primary.start()
+    if not primary.execute("SELECT 1 FROM pg_database WHERE datname = 'dotshop'"):
+        primary.execute("CREATE DATABASE dotshop")
+    # A standby of an earlier run may lag behind, or be of another primary: clone it again.
+    old_standby = Server(workdir / standby_region, ports.databases[standby_region])
+    old_standby.stop()
+    shutil.rmtree(old_standby.pgdata, ignore_errors=True)
+    primary.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    primary.execute("SELECT pg_reload_conf()")
+    upgrade(primary.url())
+    standby = replica.start_standby(primary, old_standby.pgdata, old_standby.port)
+    replica.make_synchronous(primary)
+    return Topology(
+        regions, primary_region, {primary_region: primary, standby_region: standby}, ports.proxies
+    )
+
+
+def stop_databases(workdir: Path) -> bool:
+    """Stop every server under `workdir` (one folder per region); True when one ran."""
+    stopped = False
+    for pgdata in sorted(workdir.glob("*/PG_VERSION")):
+        server = Server(pgdata.parent, 0)
+        if server.running():
+            server.stop()
+            stopped = True
+    return stopped
 
 
 def _in_parallel(calls: list[Callable[[], None]]) -> None:
