@@ -493,12 +493,13 @@ def test_every_module_has_the_usual_layout_and_describes_its_interface() -> None
         "edge",
         "observability",
         "observability/grafana",
+        "observability/dashboards",
     }
-    for folder in [*MODULE_DIRS, ENV]:
+    for folder in [*MODULE_DIRS, ENV, ENV / "dashboards"]:
         expected = (
             MODULE_FILES
-            if folder != ENV
-            else ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
+            if folder in MODULE_DIRS
+            else ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "backend.hcl")
         )
         missing = [f for f in expected if not (folder / f).is_file()]
         assert not missing, f"{folder.relative_to(ROOT)} lacks {missing}"
@@ -556,7 +557,8 @@ def test_every_region_of_the_map_is_instantiated_with_its_own_provider(
     # wired to that region's own module (a swapped line would point a region at another's).
     edge = root.evaluate(root.by_address["module.edge"])["regions"]
     grafana = root.evaluate(root.by_address["module.grafana"])["prometheus"]
-    assert sorted(edge) == sorted(grafana) == region_keys
+    prometheus = root.evaluate(root.by_address["output.prometheus"])["value"]
+    assert sorted(edge) == sorted(grafana) == sorted(prometheus) == region_keys
     assert root._local("databases") == {k: Ref(f"module.database_{k}") for k in region_keys}
     for key in region_keys:
         aws_region = root.variables["regions"][key]["aws_region"]
@@ -565,10 +567,11 @@ def test_every_region_of_the_map_is_instantiated_with_its_own_provider(
             "alb_dns_name": Ref(f"module.service_{key}.alb_dns_name"),
             "alb_zone_id": Ref(f"module.service_{key}.alb_zone_id"),
         }
-        assert grafana[key] == {
+        assert grafana[key] == {"workspace_arn": Ref(f"module.observability_{key}.workspace_arn")}
+        # What the dashboards root gets for the region's Grafana data source.
+        assert prometheus[key] == {
             "aws_region": aws_region,
             "endpoint": Ref(f"module.observability_{key}.prometheus_endpoint"),
-            "workspace_arn": Ref(f"module.observability_{key}.workspace_arn"),
         }
 
 
@@ -579,9 +582,7 @@ def test_the_home_region_is_the_static_anchor_of_the_global_database(
     assert home in region_keys
     cluster = root.by_address["resource.aws_rds_global_cluster.this"]
     assert _text(cluster.attributes["provider"]) == f"aws.{home}"
-    assert _text(root.by_address["module.grafana"].attributes["providers"]).startswith(
-        f"{{aws=aws.{home},"
-    )
+    assert _text(root.by_address["module.grafana"].attributes["providers"]) == f"{{aws=aws.{home}}}"
     for key in region_keys:
         module = root.by_address[f"module.database_{key}"]
         assert root.evaluate(module)["bootstrap"] is (key == home)

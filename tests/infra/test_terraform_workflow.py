@@ -1,7 +1,8 @@
 """The infrastructure pipeline, .github/workflows/infra.yml (issue 13): static checks (fmt,
 validate, checkov), one plan per environment from its own root with its own remote state, and
-an apply of that plan gated by a GitHub environment (its required reviewers approve). Each
-environment root has its backend.hcl (S3 bucket + DynamoDB lock table, a state key of its own)."""
+an apply of that plan gated by a GitHub environment (its required reviewers approve), then the
+environment's Grafana dashboards. Each root has its backend.hcl (S3 bucket + DynamoDB lock
+table, a state key of its own)."""
 
 from __future__ import annotations
 
@@ -74,17 +75,25 @@ def test_apply_needs_the_plan_and_a_reviewed_environment(workflow: dict[str, Any
     assert "actions/download-artifact" in uses(apply)
     commands = runs(apply)
     assert "apply -lock-timeout=5m tfplan" in commands, "apply exactly the reviewed plan"
-    assert "plan" not in commands.replace("tfplan", ""), "no second plan at apply time"
+    assert 'terraform -chdir="$ROOT" plan' not in commands, "no second plan at apply time"
+    # Then Grafana's contents, from their own root, configured from the environment's outputs.
+    assert "output -raw grafana_url" in commands
+    assert '-chdir="$ROOT/dashboards" init -backend-config=backend.hcl' in commands
+    assert commands.index("apply -lock-timeout=5m tfplan") < commands.index("$ROOT/dashboards")
     # One run at a time per environment (state lock aside, two applies must not interleave).
     assert apply["concurrency"]["group"] == workflow["jobs"]["plan"]["concurrency"]["group"]
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_each_environment_has_its_remote_state(environment: str) -> None:
-    backend = hcl2.load((ENVS / environment / "backend.hcl").open())
-    assert {"bucket", "key", "region", "dynamodb_table", "encrypt"} <= set(backend)
-    assert backend["encrypt"] is True
-    assert environment in backend["key"]
-    versions = hcl2.load((ENVS / environment / "versions.tf").open())
-    (terraform,) = versions["terraform"]
-    assert "s3" in str(terraform["backend"]), "partial S3 backend, completed by backend.hcl"
+    keys = []
+    for root in (ENVS / environment, ENVS / environment / "dashboards"):
+        backend = hcl2.load((root / "backend.hcl").open())
+        assert {"bucket", "key", "region", "dynamodb_table", "encrypt"} <= set(backend)
+        assert backend["encrypt"] is True
+        assert environment in backend["key"]
+        keys.append(backend["key"])
+        versions = hcl2.load((root / "versions.tf").open())
+        (terraform,) = versions["terraform"]
+        assert "s3" in str(terraform["backend"]), "partial S3 backend, completed by backend.hcl"
+    assert len(set(keys)) == len(keys), "each root has a state of its own"

@@ -1,7 +1,7 @@
 # The prod environment: every key of var.regions gets a network, a member of the Aurora
 # global database, the dotshop services and a Prometheus workspace; the edge and Grafana
-# exist once. The role of a region (writer or reader) is decided in one place, local.roles,
-# from var.primary_region.
+# exist once (what goes inside Grafana is applied from ./dashboards). The role of a region
+# (writer or reader) is decided in one place, local.roles, from var.primary_region.
 
 locals {
   name = "dotshop-${var.environment}"
@@ -114,8 +114,7 @@ locals {
 
   cidrs = [for key, region in var.regions : region.cidr]
 
-  rules_dir      = "${path.root}/../../../../dashboards/prometheus"
-  dashboards_dir = "${path.root}/../../../../dashboards/grafana"
+  rules_dir = "${path.root}/../../../../dashboards/prometheus"
 }
 
 # --- the global database and its writer -------------------------------------------------------
@@ -359,21 +358,12 @@ module "edge" {
 
 module "grafana" {
   source    = "../../modules/observability/grafana"
-  providers = { aws = aws.us, grafana = grafana }
+  providers = { aws = aws.us }
 
-  name           = local.name
-  dashboards_dir = local.dashboards_dir
+  name = local.name
   prometheus = {
-    us = {
-      aws_region    = var.regions["us"].aws_region
-      endpoint      = module.observability_us.prometheus_endpoint
-      workspace_arn = module.observability_us.workspace_arn
-    }
-    eu = {
-      aws_region    = var.regions["eu"].aws_region
-      endpoint      = module.observability_eu.prometheus_endpoint
-      workspace_arn = module.observability_eu.workspace_arn
-    }
+    us = { workspace_arn = module.observability_us.workspace_arn }
+    eu = { workspace_arn = module.observability_eu.workspace_arn }
   }
   tags = local.tags
 }

@@ -34,7 +34,22 @@ output "alert_topics" {
   }
 }
 
+# What the dashboards root (./dashboards) is configured with: the pipeline passes these on.
 output "grafana_url" {
   description = "The environment's Grafana."
   value       = module.grafana.url
+}
+
+output "grafana_token" {
+  description = "Terraform's token in Grafana (the dashboards root's provider)."
+  value       = module.grafana.token
+  sensitive   = true
+}
+
+output "prometheus" {
+  description = "Per region key, its AWS region and Prometheus workspace endpoint (Grafana's data sources)."
+  value = {
+    us = { aws_region = var.regions["us"].aws_region, endpoint = module.observability_us.prometheus_endpoint }
+    eu = { aws_region = var.regions["eu"].aws_region, endpoint = module.observability_eu.prometheus_endpoint }
+  }
 }

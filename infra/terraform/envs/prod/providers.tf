@@ -34,8 +34,3 @@ provider "aws" {
     tags = local.tags
   }
 }
-
-provider "grafana" {
-  url  = module.grafana.url
-  auth = module.grafana.token
-}

@@ -6,10 +6,6 @@ terraform {
       source  = "hashicorp/aws"
       version = ">= 5.80, < 6.0"
     }
-    grafana = {
-      source  = "grafana/grafana"
-      version = ">= 3.0, < 4.0"
-    }
   }
 
   # Partial configuration: bucket, key, region and lock table come from backend.hcl

@@ -1,10 +1,8 @@
-# Grafana, once per environment: an Amazon Managed Grafana workspace reading every region's
-# Prometheus workspace, and the dashboards of dashboards/grafana. Its region is the
-# environment's ops_region, which a failover does not move.
-#
-# The grafana provider is configured by the environment root with this module's url and
-# token outputs. On an environment's very first plan they are unknown (the workspace does not
-# exist yet): not tried against a real account, see "Left to do" in infra/terraform/README.md.
+# Grafana's workspace, once per environment, in the home region: an Amazon Managed Grafana
+# workspace allowed to query every region's Prometheus workspace, and a token for Terraform.
+# What goes inside Grafana (data sources, dashboards) is the dashboards module, applied from
+# a root of its own (envs/<env>/dashboards): the grafana provider cannot be configured from a
+# workspace created in the same plan, because its URL is unknown until the workspace exists.
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -58,31 +56,4 @@ resource "aws_grafana_workspace_service_account_token" "terraform" {
   service_account_id = aws_grafana_workspace_service_account.terraform.service_account_id
   seconds_to_live    = 2592000
   workspace_id       = aws_grafana_workspace.this.id
-}
-
-resource "grafana_data_source" "prometheus" {
-  for_each = var.prometheus
-
-  type = "prometheus"
-  name = "Prometheus ${each.key}"
-  url  = each.value.endpoint
-
-  json_data_encoded = jsonencode({
-    httpMethod    = "POST"
-    sigV4Auth     = true
-    sigV4AuthType = "ec2_iam_role"
-    sigV4Region   = each.value.aws_region
-  })
-}
-
-resource "grafana_folder" "dotshop" {
-  title = "dotshop"
-}
-
-resource "grafana_dashboard" "this" {
-  for_each = fileset(var.dashboards_dir, "*.json")
-
-  folder      = grafana_folder.dotshop.uid
-  config_json = file("${var.dashboards_dir}/${each.key}")
-  overwrite   = true
 }

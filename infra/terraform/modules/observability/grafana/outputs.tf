@@ -4,12 +4,7 @@ output "url" {
 }
 
 output "token" {
-  description = "Terraform's service account token (configures the grafana provider)."
+  description = "Terraform's service account token (configures the grafana provider of the dashboards root)."
   value       = aws_grafana_workspace_service_account_token.terraform.key
   sensitive   = true
-}
-
-output "dashboards" {
-  description = "Dashboard uid by file."
-  value       = { for f, d in grafana_dashboard.this : f => d.uid }
 }

@@ -6,9 +6,5 @@ terraform {
       source  = "hashicorp/aws"
       version = ">= 5.80, < 6.0"
     }
-    grafana = {
-      source  = "grafana/grafana"
-      version = ">= 3.0, < 4.0"
-    }
   }
 }

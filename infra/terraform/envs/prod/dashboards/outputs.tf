@@ -1,0 +1,4 @@
+output "dashboards" {
+  description = "Dashboard uid by file."
+  value       = module.dashboards.dashboards
+}
