@@ -566,6 +566,14 @@ RttMs = Annotated[
 Regions = Annotated[
     str, typer.Option("--regions", help="The two regions, the primary first (e.g. us,eu).")
 ]
+DelayReplication = Annotated[
+    bool,
+    typer.Option(
+        "--delay-replication",
+        help="The standby streams across the delay proxy too, as between real regions: each "
+        "synchronous commit then waits one RTT.",
+    ),
+]
 
 
 def _regions(value: str) -> tuple[str, ...]:
@@ -582,6 +590,7 @@ def _regions(value: str) -> tuple[str, ...]:
 def drill_failover(
     rtt_ms: RttMs = 80.0,
     regions: Regions = "us,eu",
+    delay_replication: DelayReplication = False,
     shoppers: Annotated[
         int, typer.Option("--shoppers", min=1, max=16, help="Shoppers per region.")
     ] = 2,
@@ -598,7 +607,12 @@ def drill_failover(
     from infra.local import regions as local
 
     chosen = _regions(regions)
-    with _clear_errors(), local.running(chosen, rtt_ms=rtt_ms, say=_say) as stack:
+    with (
+        _clear_errors(),
+        local.running(
+            chosen, rtt_ms=rtt_ms, say=_say, delay_replication=delay_replication
+        ) as stack,
+    ):
         report = drill.failover(
             stack,
             shoppers_per_region=shoppers,
@@ -614,6 +628,7 @@ def drill_failover(
 def drill_latency(
     rtt_ms: RttMs = 80.0,
     regions: Regions = "us,eu",
+    delay_replication: DelayReplication = False,
     checkouts: Annotated[
         int, typer.Option("--checkouts", min=10, max=100_000, help="Checkouts per measurement.")
     ] = 200,
@@ -626,7 +641,12 @@ def drill_latency(
     from infra.local import regions as local
 
     chosen = _regions(regions)
-    with _clear_errors(), local.running(chosen, rtt_ms=rtt_ms, say=_say) as stack:
+    with (
+        _clear_errors(),
+        local.running(
+            chosen, rtt_ms=rtt_ms, say=_say, delay_replication=delay_replication
+        ) as stack,
+    ):
         report = drill.latency(stack, checkouts=checkouts, say=_say)
     typer.echo(report.table())
     raise typer.Exit(0 if report.ok else 1)

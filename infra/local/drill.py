@@ -112,11 +112,16 @@ def _wait_webhooks(stack: RegionStack, timeout: float) -> None:
 # --------------------------------------------------------------------------------- failover
 
 
+def _replication(delayed: bool) -> str:
+    return "replication across it too" if delayed else "replication direct"
+
+
 @dataclass
 class FailoverReport:
     old_primary: str
     new_primary: str
     rtt_ms: float
+    delayed_replication: bool
     acked_before_kill: int
     found_after: int
     acked_total: int
@@ -176,7 +181,8 @@ class FailoverReport:
         ]
         head = (
             f"failover drill: primary {self.old_primary} killed, {self.new_primary} promoted "
-            f"({self.rtt_ms:g} ms RTT between regions) - {'PASS' if self.ok else 'FAIL'}"
+            f"({self.rtt_ms:g} ms RTT between regions, {_replication(self.delayed_replication)})"
+            f" - {'PASS' if self.ok else 'FAIL'}"
         )
         width = max(len(k) for k, _ in rows)
         return "\n".join([head, *(f"  {k.ljust(width)}  {v}" for k, v in rows)])
@@ -244,6 +250,7 @@ def failover(
         old_primary=old_primary,
         new_primary=new_primary,
         rtt_ms=stack.rtt_ms,
+        delayed_replication=stack.delay_replication,
         acked_before_kill=len(before),
         found_after=found_before,
         acked_total=len(acks),
@@ -280,6 +287,7 @@ class LatencyRow:
 class LatencyReport:
     primary: str
     remote_region: str
+    delayed_replication: bool
     rows: list[LatencyRow]
     round_trips_per_checkout: float
     counted_checkouts: int
@@ -299,7 +307,8 @@ class LatencyReport:
 
     def table(self) -> str:
         lines = [
-            f"latency drill: primary {self.primary}, {self.remote_region} writes across the proxy",
+            f"latency drill: primary {self.primary}, {self.remote_region} writes across the "
+            f"proxy, {_replication(self.delayed_replication)}",
             f"  {'region':14}{'RTT ms':>6}{'p50 ms':>9}{'p99 ms':>9}{'checkouts':>11}",
         ]
         for r in self.rows:
@@ -411,6 +420,7 @@ def latency(
     return LatencyReport(
         primary=primary,
         remote_region=remote,
+        delayed_replication=stack.delay_replication,
         rows=rows,
         round_trips_per_checkout=crossing["round_trips"] / counted,
         counted_checkouts=counted,

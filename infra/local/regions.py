@@ -131,6 +131,10 @@ class RegionStack:
     say: Callable[[str], None] = lambda _line: None
     secrets: Secrets = field(default_factory=Secrets)
     extra_api_env: dict[str, str] = field(default_factory=dict)
+    # Whether the standby streams from the primary through the delay proxy (as between real
+    # regions: every synchronous commit waits one RTT) or directly (the issue's model: only
+    # the remote region's API is far from the primary).
+    delay_replication: bool = False
     topology: Topology | None = None
     _infra: Supervisor | None = None
     _apis: dict[str, Supervisor] = field(default_factory=dict)
@@ -208,6 +212,9 @@ class RegionStack:
             env=self.base_env(),
         )
         self._infra.start()
+        if self.delay_replication:
+            self.say("the standby streams across the delay proxy")
+            replica.stream_through(self.topology.databases[standby], self.ports.proxies[primary])
         self._load_catalog()
         self.start_apis()
 
@@ -377,6 +384,7 @@ def running(
     say: Callable[[str], None] = lambda _line: None,
     extra_api_env: dict[str, str] | None = None,
     keep_logs: bool = False,
+    delay_replication: bool = False,
 ) -> Iterator[RegionStack]:
     """A two-region stack on free ports in a private folder, stopped (and removed, unless it
     failed or `keep_logs`) at the end whatever happens."""
@@ -392,6 +400,7 @@ def running(
             "DOTSHOP_STRIPE_TIMEOUT": str(DRILL_STRIPE_TIMEOUT_SECONDS),
             **(extra_api_env or {}),
         },
+        delay_replication=delay_replication,
     )
     ok = False
     try:

@@ -75,6 +75,26 @@ def make_synchronous(primary: Server) -> None:
         time.sleep(0.1)
 
 
+def stream_through(standby: Server, port: int) -> None:
+    """Point the standby's replication connection at 127.0.0.1:`port` (a delay proxy in front
+    of its primary), as a standby in another region streams across the distance: each
+    synchronous commit then waits one RTT for the standby's flush."""
+    (conninfo,) = standby.execute("SHOW primary_conninfo")[0]
+    moved = " ".join(
+        f"port={port}" if part.startswith("port=") else part for part in conninfo.split()
+    )
+    quoted = moved.replace("'", "''")
+    standby.execute(f"ALTER SYSTEM SET primary_conninfo = '{quoted}'")
+    standby.execute("SELECT pg_reload_conf()")  # the WAL receiver reconnects with it
+    deadline = time.monotonic() + STANDBY_TIMEOUT_SECONDS
+    while standby.execute(
+        "SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+    ) != [(port,)]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the standby does not stream through port {port}")
+        time.sleep(0.1)
+
+
 def start_pair(workdir: Path, primary_port: int, standby_port: int) -> Pair:
     """A running primary under workdir/primary and its synchronous standby under
     workdir/standby. The caller creates its databases on the primary (they replicate)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from infra.local import replica
+from infra.local.delay_proxy import DelayProxy
 from infra.local.regions import free_port
 
 pytestmark = pytest.mark.slow
@@ -39,6 +41,22 @@ def test_the_standby_streams_synchronously_and_refuses_writes(pair: replica.Pair
     replica.replay_caught_up(pair.primary, pair.standby)
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         pair.standby.execute("INSERT INTO acked VALUES (0)")
+
+
+def test_streaming_across_the_distance_makes_every_commit_wait_one_rtt(
+    pair: replica.Pair,
+) -> None:
+    with DelayProxy(free_port(), pair.primary.port, rtt_ms=100) as proxy:
+        replica.stream_through(pair.standby, proxy.proxy.listen_port)
+        with psycopg.connect(pair.primary.libpq_url(), autocommit=True) as conn:
+            started = time.perf_counter()
+            for n in range(1001, 1004):
+                conn.execute("INSERT INTO acked VALUES (%s)", (n,))
+            per_commit = (time.perf_counter() - started) / 3
+            conn.execute("DELETE FROM acked WHERE n > 1000")
+        assert 0.100 <= per_commit < 0.180, per_commit
+        replica.stream_through(pair.standby, pair.primary.port)  # back to the direct link
+    assert pair.primary.execute("SELECT sync_state FROM pg_stat_replication") == [("sync",)]
 
 
 def test_every_acknowledged_commit_survives_the_primary_and_the_new_one_writes(
