@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from core.embedded_pg import DATABASE_NAME
+from dotshop.supervisor import alive
 
 # A server that is not accepting connections this long after `pg_ctl start` returned is broken.
 START_TIMEOUT_SECONDS = 60
@@ -126,13 +127,7 @@ class Server:
 
     def running(self) -> bool:
         pid = self.postmaster_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid is not None and alive(pid)
 
     def stop(self) -> None:
         """A clean (fast) shutdown, if it runs."""
@@ -156,7 +151,10 @@ class Server:
             for proc in family:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     proc.send_signal(signal.SIGKILL)
-            psutil.wait_procs(family, timeout=10)
+        # Polled briefly (psutil.wait_procs backs off to seconds): a drill times what follows.
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def promote(self) -> None:
         """A standby becomes a primary: it stops replaying and accepts writes."""
