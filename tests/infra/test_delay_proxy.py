@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    workdir = Path(tempfile.mkdtemp(prefix="dsp"))  # short: PostgreSQL's socket path limit
+    workdir = Path(tempfile.mkdtemp(prefix="dsx"))  # short: PostgreSQL's socket path limit
     workdir.chmod(0o755)
     server = initialise(workdir / "pg", free_port())
     server.start()
