@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,13 @@ class StackError(DotshopError):
     """The stack could not start."""
 
     code = "stack_error"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a part started on a private stack."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

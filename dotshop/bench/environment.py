@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from core.db import make_engine
 from core.migrate import upgrade
 from core.shopify_gateway import API_VERSION, ShopifyGateway
 from dotshop.stack import stripe_webhook_flags
-from dotshop.supervisor import Child, Supervisor
+from dotshop.supervisor import Child, Supervisor, free_port
 
 STRIPE_KEY = "sk_test_dotshop_bench"
 WEBHOOK_SECRET = "whsec_dotshop_bench"
@@ -44,12 +43,6 @@ PLENTY = 100_000_000
 FLOW_SKUS = 8
 # Shopify's REST API takes at most 100 variants per product.
 VARIANTS_PER_PRODUCT = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

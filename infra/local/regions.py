@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from core.settings import REGIONS
-from dotshop.supervisor import Child, Supervisor
+from dotshop.supervisor import Child, Supervisor, free_port
 from infra.local import replica
 from infra.local.postgres import Server
 
@@ -41,12 +40,6 @@ API_WORKERS = 1
 # by a request that died with the primary is free again after this x (retries + 1) + 10 s
 # (core.idempotency.lock_timeout_for), within the drill.
 DRILL_STRIPE_TIMEOUT_SECONDS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse_regions(value: str) -> tuple[str, ...]:

@@ -21,13 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 import stripe
 
-ADDRESS = {
-    "name": "Grace Hopper",
-    "line1": "1 Navy Yard",
-    "city": "Arlington",
-    "postal_code": "22202",
-    "country": "US",
-}
+from sandbox.traffic import ADDRESS
+
 PAYMENT_METHOD = "pm_card_visa"
 # Between two tries of one key while its region cannot write: short, the drill measures how
 # soon writes come back.
