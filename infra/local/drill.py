@@ -169,7 +169,7 @@ class FailoverReport:
             (
                 "RTO (no successful write)",
                 f"{rto} (standby promoted {self.promote_seconds:.1f} s after the kill, "
-                f"APIs re-pointed {self.repoint_seconds:.1f} s later)",
+                f"both APIs restarted {self.repoint_seconds:.1f} s later; the first back ends it)",
             ),
             (
                 "oversold units",
