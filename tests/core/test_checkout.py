@@ -27,7 +27,7 @@ from core.checkout import (
 )
 from core.db import transaction
 from core.errors import ProviderUnavailable
-from core.idempotency import Answer, new_key
+from core.idempotency import Answer, KeyRecord, begin, new_key, unlock
 from core.models import IdempotencyKey, Order, OutboxMessage
 from core.settings import Settings
 from core.stripe_gateway import PaymentIntentRef, StripeGateway
@@ -422,3 +422,32 @@ def test_phase_one_inserts_a_new_key_at_order_created_without_rewriting_it(
             assert stock(engine, sku)[0] == 2
         else:
             assert row.response_status == 404
+
+
+def test_a_key_left_at_started_resumes_through_the_same_phase_one(
+    engine: Engine, gateway: StripeGateway, settings: Settings
+) -> None:
+    """A checkout key that exists at `started`, unlocked (its request died before phase 1, or
+    an older release inserted it), is resumed by the next request with it: phase 1 runs on
+    the existing key (p_new_key false: locked, then moved on) and the checkout completes."""
+    sku = seed_sku(engine, 5)
+    key = f"left-at-started-{next(_numbers)}-0123456789"
+    lines = {sku: 1}
+    body = json.dumps(
+        {
+            "email": EMAIL,
+            "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
+            "shipping_address": ADDRESS,
+        }
+    ).encode()
+    begun = begin(engine, scope=CHECKOUT_SCOPE, key=key, path=CHECKOUT_PATH, body=body)
+    assert isinstance(begun, KeyRecord) and begun.recovery_point == "started"
+    unlock(engine, begun.id)
+
+    answer = checkout(engine, gateway, settings, key, lines)
+
+    assert answer.status == 201 and not answer.replayed
+    row = key_row(engine, key)
+    assert (row.id, row.recovery_point, row.locked_at) == (begun.id, "finished", None)
+    assert stock(engine, sku)[0] == 1
+    assert_replayed(engine, gateway, settings, key, answer, lines)
