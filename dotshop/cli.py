@@ -11,9 +11,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from infra.local.regions import RegionStack
 
 app = typer.Typer(
     help="dotshop: checkout, order ledger and payment audit trail for a Shopify + Stripe store.",
@@ -604,15 +607,8 @@ def drill_failover(
     units. Starts its own stack on free ports and stops it. Exits 1 when an order was lost, a
     payment does not match, a unit was oversold or writes never came back."""
     from infra.local import drill
-    from infra.local import regions as local
 
-    chosen = _regions(regions)
-    with (
-        _clear_errors(),
-        local.running(
-            chosen, rtt_ms=rtt_ms, say=_say, delay_replication=delay_replication
-        ) as stack,
-    ):
+    with _drill_stack(regions, rtt_ms, delay_replication) as stack:
         report = drill.failover(
             stack,
             shoppers_per_region=shoppers,
@@ -638,6 +634,20 @@ def drill_latency(
     their region. Exits 1 when a remote checkout costs more than 2 round trips or a read leaves
     its region."""
     from infra.local import drill
+
+    with _drill_stack(regions, rtt_ms, delay_replication) as stack:
+        report = drill.latency(stack, checkouts=checkouts, say=_say)
+    typer.echo(report.table())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _say(line: str) -> None:
+    typer.echo(f"drill: {line}", err=True)
+
+
+@contextmanager
+def _drill_stack(regions: str, rtt_ms: float, delay_replication: bool) -> Iterator[RegionStack]:
+    """A drill's own two-region stack (infra/local/regions.py) on free ports, stopped after."""
     from infra.local import regions as local
 
     chosen = _regions(regions)
@@ -647,13 +657,7 @@ def drill_latency(
             chosen, rtt_ms=rtt_ms, say=_say, delay_replication=delay_replication
         ) as stack,
     ):
-        report = drill.latency(stack, checkouts=checkouts, say=_say)
-    typer.echo(report.table())
-    raise typer.Exit(0 if report.ok else 1)
-
-
-def _say(line: str) -> None:
-    typer.echo(f"drill: {line}", err=True)
+        yield stack
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ import stripe
 from sqlalchemy import Engine, text
 
 from core.db import make_engine, transaction
+from dotshop.bench.report import ms
+from dotshop.bench.results import percentile_ms
 from infra.local.regions import RegionStack
 from infra.local.shoppers import Shoppers, checkout_body
 
@@ -52,12 +54,6 @@ P99_AIM_MS = 300.0
 
 PAID_ORDERS = text("SELECT count(*) FROM orders WHERE status = 'paid'")
 FOUND = text("SELECT id FROM orders WHERE id = ANY(:ids)")
-
-
-def _percentile_ms(samples_s: list[float], q: float) -> float | None:
-    from dotshop.bench.results import percentile_ms  # the bench's nearest-rank percentile
-
-    return percentile_ms(samples_s, q)
 
 
 def _prepare_stock(engine: Engine, scarce_stock: int) -> tuple[list[str], str]:
@@ -314,7 +310,7 @@ class LatencyReport:
         for r in self.rows:
             where = f"{r.region} ({'remote' if r.remote else 'primary'})"
             lines.append(
-                f"  {where:14}{r.rtt_ms:>6g}{_ms(r.p50_ms):>9}{_ms(r.p99_ms):>9}{r.checkouts:>11}"
+                f"  {where:14}{r.rtt_ms:>6g}{ms(r.p50_ms):>9}{ms(r.p99_ms):>9}{r.checkouts:>11}"
             )
         lines.append(
             f"  round trips to the primary per {self.remote_region} checkout: "
@@ -331,13 +327,9 @@ class LatencyReport:
         lines.append(
             f"  budget: <= {MAX_REMOTE_ROUND_TRIPS} round trips "
             f"({'PASS' if self.ok else 'FAIL'}); remote p99 at {worst:g} ms RTT "
-            f"{_ms(p99)} ms, aim <= {P99_AIM_MS:g} ms ({aim})"
+            f"{ms(p99)} ms, aim <= {P99_AIM_MS:g} ms ({aim})"
         )
         return "\n".join(lines)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def _timed_checkouts(stack: RegionStack, region: str, sku: str, count: int) -> list[float]:
@@ -398,8 +390,8 @@ def latency(
                     region != primary,
                     delay,
                     len(samples),
-                    _percentile_ms(samples, 50),
-                    _percentile_ms(samples, 99),
+                    percentile_ms(samples, 50),
+                    percentile_ms(samples, 99),
                 )
             )
     # The round trips one remote checkout makes to the primary: the proxy in front of the
